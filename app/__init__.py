@@ -1,0 +1,43 @@
+"""Kraiter: the Flask application factory (wiring only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from app.config import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app: settings → database → Celery → errors → routes → ingest publisher."""
+    from app import db
+    from app.api import register_api
+    from app.config import celery_config
+    from app.errors import register_error_handlers
+    from app.ingest_batcher import IngestBatcher
+    from tasks.celery_app import celery_init_app
+    from tasks.events import ingest_events
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(SETTINGS=settings, CELERY=celery_config(settings),
+                      MAX_CONTENT_LENGTH=settings.max_batch_body_bytes)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    db.init_engine(settings.database_url)
+
+    @app.teardown_appcontext
+    def _remove_session(_exc: BaseException | None) -> None:
+        db.session.remove()
+
+    celery_init_app(app)
+    register_error_handlers(app)
+    register_api(app)
+
+    def publish(messages: list[dict[str, Any]]) -> None:
+        ingest_events.apply_async(args=(messages,))
+
+    app.extensions["ingest_batcher"] = IngestBatcher(
+        publish, max_batch=settings.ingest_max_batch, timeout_s=settings.ingest_publish_timeout_s)
+    return app

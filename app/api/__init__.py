@@ -1,0 +1,16 @@
+"""The HTTP API: one blueprint, served under `/api` and, for the guides' paths, without it."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_api(app: Flask) -> None:
+    """Import the view modules (which attach routes to the blueprint) and mount it twice."""
+    from app.api import contacts  # noqa: F401
+    from app.api import events  # noqa: F401
+    from app.api import meta  # noqa: F401
+    from app.api.blueprint import api
+
+    app.register_blueprint(api, url_prefix="/api")
+    app.register_blueprint(api, url_prefix="", name="api_unprefixed")

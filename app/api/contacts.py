@@ -1,0 +1,3 @@
+"""Contacts API (contract §4)."""
+
+from __future__ import annotations

@@ -1,0 +1,118 @@
+"""Events: track (one or a batch), list, get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask import g
+from flask import request
+from marshmallow import ValidationError
+
+from app import db
+from app.api.blueprint import api
+from app.api.blueprint import document
+from app.api.idempotency import idempotent
+from app.auth import require_api_key
+from app.errors import APIError
+from app.errors import validation_message
+from app.schemas.common import read_json_object
+from app.schemas.events import AcceptedEventSchema
+from app.schemas.events import BatchAnswerSchema
+from app.schemas.events import EventItemSchema
+from app.schemas.events import EventListQuery
+from app.schemas.events import EventPageSchema
+from app.schemas.events import TrackBatchSchema
+from app.schemas.events import TrackEventSchema
+from app.services import contacts
+from app.services import events
+from app.services import ingest
+
+_track = TrackEventSchema()
+_batch = TrackBatchSchema()
+_list_query = EventListQuery()
+
+
+def _settings() -> Any:
+    return current_app.config["SETTINGS"]
+
+
+def _enqueue(messages: list[dict[str, Any]]) -> None:
+    current_app.extensions["ingest_batcher"].submit(messages)
+
+
+document("/events", "post", "Track an event", tag="events", status=202,
+         body=TrackEventSchema, response=AcceptedEventSchema)
+
+
+@api.post("/events")
+@require_api_key
+@idempotent
+def track_event() -> Any:
+    body = read_json_object(request, max_bytes=_settings().max_body_bytes)
+    message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=_track.load(body))
+    db.session.rollback()  # read-only so far: end the transaction before waiting on the broker
+    _enqueue([message])
+    return ingest.accepted_view(message), 202
+
+
+def _accept_item(item: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    try:
+        message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=_track.load(item))
+    except ValidationError as error:
+        details = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        return None, {"error": {"code": "VALIDATION_ERROR", "message": validation_message(details),
+                                "details": details}}
+    except APIError as error:
+        return None, {"error": {"code": error.code, "message": error.message}}
+    return message, ingest.accepted_view(message)
+
+
+document("/events/batch", "post", "Track up to 500 events", tag="events", status=202,
+         body=TrackBatchSchema, response=BatchAnswerSchema)
+
+
+@api.post("/events/batch")
+@require_api_key
+@idempotent
+def track_batch() -> Any:
+    body = read_json_object(request, max_bytes=_settings().max_batch_body_bytes)
+    items = _batch.load(body)["events"]
+    outcomes = [_accept_item(item) for item in items]
+    db.session.rollback()
+    messages = [message for message, _ in outcomes if message is not None]
+    if messages:
+        _enqueue(messages)
+    results = [result for _, result in outcomes]
+    return {"results": results, "data": results, "accepted": len(messages),
+            "rejected": len(results) - len(messages)}, 202
+
+
+document("/events", "get", "List events, newest first", tag="events",
+         query=EventListQuery, response=EventPageSchema)
+
+
+@api.get("/events")
+@require_api_key
+def list_events() -> Any:
+    query = _list_query.load(request.args)
+    contact_id = contacts.resolve_contact_filter(
+        db.session, tenant_id=g.tenant_id, contact_id=query.get("contactId"),
+        email=query.get("email"))
+    if contact_id is contacts.NO_SUCH_CONTACT:
+        return {"data": [], "nextCursor": None}
+    page = events.list_events(
+        db.session, tenant_id=g.tenant_id, contact_id=contact_id, name=query.get("event"),
+        since=query.get("since"), until=query.get("until"), archived=query["archived"],
+        limit=query["limit"], cursor=query["cursor"])
+    return {"data": [events.event_view(e) for e in page.items], "nextCursor": page.next_cursor}
+
+
+document("/events/{id}", "get", "Get one event", tag="events", response=EventItemSchema)
+
+
+@api.get("/events/<event_id>")
+@require_api_key
+def get_event(event_id: str) -> Any:
+    return events.event_view(events.get_event(db.session, tenant_id=g.tenant_id,
+                                              event_id=event_id))

@@ -1,0 +1,159 @@
+"""Every setting, read from the environment once, with defaults and validation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KIB = 1024
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku-style `postgres://` and pin psycopg2 (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def _secret_keys(env: dict[str, str], data_dir: Path) -> tuple[str, ...]:
+    raw = env.get("SECRET_KEY", "")
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    if keys:
+        return keys
+    # Embedded mode keeps a generated key in the data folder so tokens survive restarts. Outside
+    # embedded mode every process must share one key, so we say loudly that it should be set.
+    if "DATABASE_URL" in env:
+        log.warning("SECRET_KEY is not set; using a key generated in %s (set it in production)", data_dir)
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return (path.read_text().strip(),)
+
+
+def data_dir_from_env(env: dict[str, str]) -> Path:
+    """The embedded-mode data folder."""
+    return Path(env.get("KRAITER_DATA_DIR") or ".kraiter").resolve()
+
+
+def database_url_from_env(env: dict[str, str]) -> str:
+    """DATABASE_URL, normalised, or the embedded SQLite file."""
+    url = env.get("DATABASE_URL") or f"sqlite:///{data_dir_from_env(env) / 'kraiter.db'}"
+    return normalise_database_url(url)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The process configuration. Build it with `Settings.from_env()`."""
+
+    database_url: str
+    broker_url: str
+    redis_url: str | None
+    data_dir: Path
+    secret_keys: tuple[str, ...]
+    public_url: str
+    email_transport: str
+    smtp_url: str | None
+    email_from: str
+    max_body_bytes: int = 256 * KIB
+    max_batch_body_bytes: int = 4096 * KIB
+    ingest_linger_ms: int = 2
+    ingest_max_batch: int = 500
+    ingest_publish_timeout_s: int = 10
+    broker_visibility_timeout_s: int = 900
+    archive_interval_s: int = 600
+    archive_batch_size: int = 5000
+    idempotency_ttl_s: int = 24 * 3600
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.redis_url is None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read the settings from `env` (default: the process environment)."""
+        env = dict(os.environ if env is None else env)
+        data_dir = data_dir_from_env(env)
+        redis_url = env.get("REDIS_URL") or None
+        broker_url = redis_url or f"kraiter-sqlite://{data_dir / 'broker.db'}"
+        port = env.get("PORT", "8000")
+        transport = env.get("EMAIL_TRANSPORT", "file")
+        if transport not in {"smtp", "file", "console", "memory"}:
+            raise SystemExit(f"EMAIL_TRANSPORT must be smtp, file, console or memory, got {transport!r}")
+        return cls(
+            database_url=database_url_from_env(env),
+            broker_url=broker_url,
+            redis_url=redis_url,
+            data_dir=data_dir,
+            secret_keys=_secret_keys(env, data_dir),
+            public_url=(env.get("PUBLIC_URL") or f"http://localhost:{port}").rstrip("/"),
+            email_transport=transport,
+            smtp_url=env.get("SMTP_URL") or None,
+            email_from=env.get("EMAIL_FROM") or "Kraiter <no-reply@localhost>",
+            max_body_bytes=_int(env, "KRAITER_MAX_BODY_BYTES", 256 * KIB),
+            max_batch_body_bytes=_int(env, "KRAITER_MAX_BATCH_BODY_BYTES", 4096 * KIB),
+            ingest_linger_ms=_int(env, "KRAITER_INGEST_LINGER_MS", 2),
+            ingest_max_batch=_int(env, "KRAITER_INGEST_MAX_BATCH", 500),
+            broker_visibility_timeout_s=_int(env, "KRAITER_BROKER_VISIBILITY_TIMEOUT", 900),
+            archive_interval_s=_int(env, "KRAITER_ARCHIVE_INTERVAL", 600),
+            archive_batch_size=_int(env, "KRAITER_ARCHIVE_BATCH_SIZE", 5000),
+        )
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Celery's settings, derived from ours. Tasks are idempotent, so delivery is at least once."""
+    from kombu import Queue as KombuQueue
+
+    transport_options: dict[str, object] = {
+        "visibility_timeout": settings.broker_visibility_timeout_s,
+    }
+    if not settings.embedded_broker:
+        transport_options.update(socket_timeout=30, socket_connect_timeout=10,
+                                 health_check_interval=25)
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": "default",
+        "task_queues": [KombuQueue(name) for name in ("ingest", "default", "maintenance")],
+        "task_acks_late": True,
+        # A pool child killed mid-task (OOM, SIGKILL) re-sends its message, bounded by max_retries.
+        "task_retry_on_worker_lost": True,
+        "task_time_limit": 300,
+        "task_soft_time_limit": 240,
+        "worker_prefetch_multiplier": 4,
+        "worker_soft_shutdown_timeout": 20,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "include": ["tasks.events", "tasks.retention"],
+        "beat_schedule": {
+            "archive-events": {"task": "events.archive",
+                               "schedule": float(settings.archive_interval_s)},
+            "purge-idempotency-keys": {"task": "idempotency.purge", "schedule": 3600.0},
+        },
+    }

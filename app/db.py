@@ -1,0 +1,160 @@
+"""The database: one engine per process, one scoped session, and the dialect seam.
+
+Everything PostgreSQL-specific that the services need goes through the helpers at the bottom, so
+the same service code runs on PostgreSQL and on the embedded SQLite database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from collections.abc import Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlalchemy import DateTime
+from sqlalchemy import Engine
+from sqlalchemy import MetaData
+from sqlalchemy import create_engine
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import scoped_session
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from app.timeutil import as_utc
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the database returns."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        # SQLite has no time zones: store naive UTC so text comparison orders correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+JSONDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+_engine: Engine | None = None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over, and
+    # begin every transaction IMMEDIATE so concurrent writers queue on the lock instead of failing
+    # with "database is locked" when a reader upgrades to a writer.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for `url` with the settings this project relies on."""
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def init_engine(url: str) -> Engine:
+    """Create this process's engine (idempotent for the same URL) and bind the session to it."""
+    global _engine
+    if _engine is not None and _engine.url == make_url(url):
+        return _engine
+    if _engine is not None:
+        _engine.dispose()
+    _engine = make_engine(url)
+    session.remove()
+    session.configure(bind=_engine)
+    return _engine
+
+
+def get_engine() -> Engine:
+    """The engine `init_engine` made; fails loudly if the process was not wired."""
+    if _engine is None:
+        raise RuntimeError("database engine not initialised; call app.db.init_engine() first")
+    return _engine
+
+
+def after_fork() -> None:
+    """Drop connections inherited across fork() without closing the parent's sockets."""
+    if _engine is not None:
+        _engine.dispose(close=False)
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """A session whose work is committed on success and rolled back on error; for tasks and CLI."""
+    db = session()
+    try:
+        yield db
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    finally:
+        session.remove()
+
+
+def is_postgres(db: Session) -> bool:
+    """Whether the session talks to PostgreSQL (the seam for PostgreSQL-only optimisations)."""
+    return db.get_bind().dialect.name == "postgresql"
+
+
+def insert_ignoring_conflicts(db: Session, table: Any, rows: Sequence[dict[str, Any]],
+                              conflict_columns: Sequence[str]) -> None:
+    """Multi-row INSERT that skips rows clashing on `conflict_columns` (ON CONFLICT DO NOTHING)."""
+    if not rows:
+        return
+    dialect_insert = postgresql.insert if is_postgres(db) else sqlite.insert
+    statement = dialect_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    db.execute(statement, list(rows))
+
+
+def insert_if_absent(db: Session, table: Any, row: dict[str, Any],
+                     conflict_columns: Sequence[str]) -> bool:
+    """Insert one row unless it clashes on `conflict_columns`; return whether it was inserted."""
+    dialect_insert = postgresql.insert if is_postgres(db) else sqlite.insert
+    statement = dialect_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    return bool(db.execute(statement, row).rowcount)  # type: ignore[attr-defined]

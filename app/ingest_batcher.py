@@ -1,0 +1,92 @@
+"""Group commit for the broker: many requests' events travel in one Celery message.
+
+Publishing a message costs about half a millisecond whatever its size, so one message per event
+caps a web process at a few thousand events a second and makes the worker pay per-message costs
+too. Request threads hand their events to one publisher thread per process and wait; while it
+publishes, the next requests queue up and go together in the following message. Nobody waits
+for a timer: at low load a batch is one request, under load it grows by itself. A request is
+answered only after its message is in the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from app.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass
+class _Ticket:
+    events: list[dict[str, Any]]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class IngestBatcher:
+    """Collects events from request threads and publishes them in as few messages as possible."""
+
+    def __init__(self, publish: Publish, *, max_batch: int = 500, timeout_s: float = 10.0) -> None:
+        self._publish = publish
+        self._max_batch = max_batch
+        self._timeout_s = timeout_s
+        self._queue: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._owner_pid: int | None = None
+
+    def submit(self, events: list[dict[str, Any]]) -> None:
+        """Block until `events` are in the broker; raise ServiceUnavailable if they are not."""
+        ticket = _Ticket(events)
+        self._ensure_publisher()
+        self._queue.put(ticket)
+        if not ticket.done.wait(self._timeout_s):
+            raise ServiceUnavailable("The event queue is not answering; retry shortly.",
+                                     headers={"Retry-After": "1"})
+        if ticket.error is not None:
+            raise ServiceUnavailable("The event queue is unavailable; retry shortly.",
+                                     headers={"Retry-After": "1"})
+
+    def _ensure_publisher(self) -> None:
+        # Threads do not survive fork(): a forked web worker starts its own publisher.
+        if self._owner_pid == os.getpid():
+            return
+        with self._lock:
+            if self._owner_pid != os.getpid():
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._run, name="ingest-publisher", daemon=True).start()
+                self._owner_pid = os.getpid()
+
+    def _take_batch(self) -> list[_Ticket]:
+        batch = [self._queue.get()]
+        count = len(batch[0].events)
+        while count < self._max_batch:
+            try:
+                ticket = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(ticket)
+            count += len(ticket.events)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            error: BaseException | None = None
+            try:
+                self._publish([event for ticket in batch for event in ticket.events])
+            except Exception as exc:  # every waiter must hear about it, whatever it is
+                log.exception("ingest_publish_failed", extra={"events": len(batch)})
+                error = exc
+            for ticket in batch:
+                ticket.error = error
+                ticket.done.set()

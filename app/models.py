@@ -1,0 +1,118 @@
+"""Tables, as SQLAlchemy 2 mapped classes. No queries here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean
+from sqlalchemy import ForeignKey
+from sqlalchemy import Index
+from sqlalchemy import Integer
+from sqlalchemy import String
+
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+
+from app.db import Base
+from app.db import JSONDocument
+from app.db import UTCDateTime
+
+DEFAULT_RETENTION_DAYS = 365
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    retention_days: Mapped[int] = mapped_column(Integer, default=DEFAULT_RETENTION_DAYS)
+    email_from: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    # SHA-256 of the raw key: keys carry 256 random bits, so a fast hash is enough and lets the
+    # lookup go through a unique index; the raw key is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "email"),
+        Index("ix_contacts_tenant_id_id", "tenant_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class _EventColumns:
+    """Columns shared by the live events table and its archive (same shape, moved row by row)."""
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    contact_id: Mapped[str] = mapped_column(String(40))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Event(_EventColumns, Base):
+    """A tracked event. Listing is newest first by (timestamp, id); each index serves one filter.
+
+    B-tree indexes are read backwards for DESC order, so they are declared ascending.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_tenant_feed", "tenant_id", "timestamp", "id"),
+        Index("ix_events_tenant_name", "tenant_id", "name", "timestamp", "id"),
+        Index("ix_events_contact_timeline", "contact_id", "timestamp", "id"),
+    )
+
+
+class ArchivedEvent(_EventColumns, Base):
+    """Events past their tenant's retention, moved out of the hot table."""
+
+    __tablename__ = "events_archive"
+    __table_args__ = (
+        Index("ix_events_archive_tenant_feed", "tenant_id", "timestamp", "id"),
+        Index("ix_events_archive_contact_timeline", "contact_id", "timestamp", "id"),
+    )
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a request sent with an `Idempotency-Key`, replayed to retries."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[Any] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+

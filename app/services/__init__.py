@@ -1,0 +1,1 @@
+"""Domain services: take the session and keyword arguments, never commit."""

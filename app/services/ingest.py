@@ -1,0 +1,130 @@
+"""Ingestion: turn a validated request into queued event messages, and store batches of them.
+
+`accept_event` runs in the web process (cheap: no write); `store_events` runs in the worker and
+persists many events with a handful of multi-row statements. Event ids are made at accept time,
+so a message delivered twice stores each event once (`ON CONFLICT (id) DO NOTHING`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import insert_ignoring_conflicts
+from app.errors import NotFound
+from app.ids import new_id
+from app.models import Contact
+from app.models import Event
+from app.models import Tenant
+from app.timeutil import isoformat
+from app.timeutil import parse_iso
+from app.timeutil import utcnow
+
+EventMessage = dict[str, Any]
+
+
+def accept_event(db: Session, *, tenant_id: str, data: dict[str, Any]) -> EventMessage:
+    """Resolve who the event is about and stamp it; return the message the worker will store."""
+    created_at = utcnow()
+    contact_id = data.get("contactId")
+    email = data.get("email")
+    if contact_id:
+        email = db.scalar(
+            select(Contact.email).where(Contact.tenant_id == tenant_id, Contact.id == contact_id)
+        )
+        if email is None:
+            raise NotFound(f"Contact {contact_id} not found.")
+    return {
+        "id": new_id("evt", ms=int(created_at.timestamp() * 1000)),
+        "tenantId": tenant_id,
+        "email": email,
+        "contactId": contact_id,
+        "event": data["event"],
+        "properties": data.get("properties") or {},
+        "timestamp": isoformat(data.get("timestamp") or created_at),
+        "createdAt": isoformat(created_at),
+    }
+
+
+def accepted_view(message: EventMessage) -> dict[str, Any]:
+    """The 202 answer for an accepted event."""
+    return {
+        "id": message["id"],
+        "event": message["event"],
+        "email": message["email"],
+        "contactId": message["contactId"],
+        "properties": message["properties"],
+        "timestamp": message["timestamp"],
+        "createdAt": message["createdAt"],
+        "status": "queued",
+    }
+
+
+def _contact_ids(db: Session, tenant_id: str, emails: Iterable[str]) -> dict[str, str]:
+    rows = db.execute(
+        select(Contact.email, Contact.id).where(Contact.tenant_id == tenant_id,
+                                               Contact.email.in_(sorted(set(emails))))
+    )
+    return {email: contact_id for email, contact_id in rows}
+
+
+def upsert_contacts(db: Session, *, tenant_id: str, emails: Iterable[str]) -> dict[str, str]:
+    """Map each e-mail to its contact id, creating contacts that do not exist yet.
+
+    Concurrent callers creating the same contact are safe: the insert skips rows that another
+    transaction created (ON CONFLICT DO NOTHING waits for it to commit), and the second read sees
+    them. Rows go in sorted order so two batches never lock the same keys in opposite orders.
+    """
+    wanted = set(emails)
+    known = _contact_ids(db, tenant_id, wanted)
+    missing = sorted(wanted - known.keys())
+    if missing:
+        now = utcnow()
+        rows = [{"id": new_id("cnt"), "tenant_id": tenant_id, "email": email, "properties": {},
+                 "subscribed": True, "suppressed": False, "created_at": now, "updated_at": now}
+                for email in missing]
+        insert_ignoring_conflicts(db, Contact.__table__, rows, ["tenant_id", "email"])
+        known.update(_contact_ids(db, tenant_id, missing))
+    return known
+
+
+def _live_tenants(db: Session, tenant_ids: Iterable[str]) -> set[str]:
+    return set(db.scalars(select(Tenant.id).where(Tenant.id.in_(sorted(set(tenant_ids))))))
+
+
+def store_events(db: Session, *, messages: list[EventMessage], source: str = "api"
+                 ) -> list[dict[str, Any]]:
+    """Persist accepted events (idempotent); return the rows as stored, in message order.
+
+    Events of a tenant deleted while they were queued are dropped.
+    """
+    live = _live_tenants(db, (message["tenantId"] for message in messages))
+    messages = [message for message in messages if message["tenantId"] in live]
+    by_tenant: dict[str, set[str]] = defaultdict(set)
+    for message in messages:
+        by_tenant[message["tenantId"]].add(message["email"])
+    contact_ids = {
+        (tenant_id, email): contact_id
+        for tenant_id, emails in by_tenant.items()
+        for email, contact_id in upsert_contacts(db, tenant_id=tenant_id, emails=emails).items()
+    }
+    rows = [
+        {
+            "id": message["id"],
+            "tenant_id": message["tenantId"],
+            "contact_id": contact_ids[(message["tenantId"], message["email"])],
+            "email": message["email"],
+            "name": message["event"],
+            "properties": message["properties"],
+            "source": message.get("source", source),
+            "timestamp": parse_iso(message["timestamp"]),
+            "created_at": parse_iso(message["createdAt"]),
+        }
+        for message in messages
+    ]
+    insert_ignoring_conflicts(db, Event.__table__, sorted(rows, key=lambda r: r["id"]), ["id"])
+    return rows

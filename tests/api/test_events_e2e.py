@@ -1,0 +1,48 @@
+"""Tracking events end to end: API → broker → real worker → listable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Tenant
+from tests.support import wait_for
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def _listed(tenant: Tenant, query: str = "") -> list[dict[str, Any]]:
+    return tenant.get(f"/api/events{query}").get_json()["data"]
+
+
+def test_guide_example_is_stored_and_listable(tenant: Tenant) -> None:
+    response = tenant.post("/events", json={
+        "email": "Alice@Example.COM", "event": "purchase.completed",
+        "properties": {"orderId": "ord_123", "amount": 49.99, "currency": "GBP"}})
+
+    assert response.status_code == 202
+    accepted = response.get_json()
+    assert accepted["status"] == "queued"
+    assert accepted["id"].startswith("evt_")
+    assert accepted["email"] == "Alice@example.com"
+    events = wait_for(lambda: _listed(tenant, "?email=alice@EXAMPLE.com") == [] and None
+                      or _listed(tenant, "?email=Alice@example.com"), message="the event")
+    assert [e["id"] for e in events] == [accepted["id"]]
+    item = events[0]
+    assert item["event"] == "purchase.completed"
+    assert item["properties"] == {"orderId": "ord_123", "amount": 49.99, "currency": "GBP"}
+    assert item["source"] == "api"
+    assert item["contactId"].startswith("cnt_")
+    assert item["timestamp"] == accepted["timestamp"]
+    assert item["timestamp"].endswith("Z") and len(item["timestamp"]) == 24
+
+
+def test_many_events_for_one_new_email_make_one_contact(tenant: Tenant) -> None:
+    ids = [tenant.post("/api/events", json={"email": "new@acme.test", "event": f"e{i}"})
+           .get_json()["id"] for i in range(30)]
+
+    stored = wait_for(lambda: len(_listed(tenant, "?limit=100")) == 30 and
+                      _listed(tenant, "?limit=100"), message="30 events")
+    assert sorted(e["id"] for e in stored) == sorted(ids)
+    assert len({e["contactId"] for e in stored}) == 1

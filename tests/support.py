@@ -1,0 +1,135 @@
+"""Test helpers: backends, a real worker process, polling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from typing import TypeVar
+
+import psycopg2
+import redis
+
+T = TypeVar("T")
+
+PG_ADMIN_DSN = os.environ.get("KRAITER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Per-process names, so two test runs on one machine (or CI beside a developer) never collide.
+TEST_DATABASE = os.environ.get("KRAITER_TEST_DATABASE", f"kraiter_test_{os.getpid()}")
+TEST_REDIS = os.environ.get("KRAITER_TEST_REDIS", f"redis://127.0.0.1:6379/{8 + os.getpid() % 8}")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def backend() -> str:
+    """`postgres` or `embedded`."""
+    return os.environ.get("KRAITER_TEST_BACKEND", "postgres")
+
+
+def _recreate_pg_database(name: str) -> str:
+    admin = psycopg2.connect(PG_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(name: str = TEST_DATABASE) -> None:
+    """Remove the run's database at the end of the session."""
+    admin = psycopg2.connect(PG_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def prepare_backend(kind: str, data_dir: Path) -> dict[str, str]:
+    """Fresh database and broker for a test run; returns the env that selects them."""
+    env = {"KRAITER_DATA_DIR": str(data_dir), "SECRET_KEY": "test-secret",
+           "EMAIL_TRANSPORT": "memory", "KRAITER_BROKER_VISIBILITY_TIMEOUT": "5"}
+    if kind == "postgres":
+        env["DATABASE_URL"] = _recreate_pg_database(TEST_DATABASE)
+        redis.Redis.from_url(TEST_REDIS).flushdb()
+        env["REDIS_URL"] = TEST_REDIS
+    elif kind != "embedded":
+        raise ValueError(f"unknown KRAITER_TEST_BACKEND {kind!r}")
+    return env
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05,
+             message: str = "condition") -> T:
+    """Poll until `predicate()` is truthy; return its value or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def process_env(stack_env: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **stack_env}
+    env.setdefault("PYTHONPATH", str(ROOT))
+    return env
+
+
+class WorkerProcess:
+    """`celery -A tasks.worker worker` as a real child process (own process group)."""
+
+    def __init__(self, stack_env: dict[str, str], log_path: Path, *, concurrency: int = 2,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.env = process_env(stack_env)
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait: bool = True) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = self._spawn(log)
+        if wait:
+            wait_for(lambda: b"ready." in self.log_path.read_bytes()[-20000:] or self._died(),
+                     timeout=60, message="the worker to start")
+            if self._died():
+                raise AssertionError("worker died:\n" + self.log_path.read_text()[-3000:])
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "--loglevel",
+             "INFO", "--concurrency", str(self.concurrency), "--without-gossip",
+             "--without-mingle", *self.extra_args],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children), as a crash would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def json_of(response: Any) -> Any:
+    return response.get_json()
