@@ -40,7 +40,8 @@ def _secret_keys(env: dict[str, str], data_dir: Path) -> tuple[str, ...]:
     # Embedded mode keeps a generated key in the data folder so tokens survive restarts. Outside
     # embedded mode every process must share one key, so we say loudly that it should be set.
     if "DATABASE_URL" in env:
-        log.warning("SECRET_KEY is not set; using a key generated in %s (set it in production)", data_dir)
+        log.warning("SECRET_KEY is not set; using a key generated in %s (set it in production)",
+                    data_dir)
     path = data_dir / "secret_key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,8 @@ class Settings:
         port = env.get("PORT", "8000")
         transport = env.get("EMAIL_TRANSPORT", "file")
         if transport not in {"smtp", "file", "console", "memory"}:
-            raise SystemExit(f"EMAIL_TRANSPORT must be smtp, file, console or memory, got {transport!r}")
+            raise SystemExit(
+                f"EMAIL_TRANSPORT must be smtp, file, console or memory, got {transport!r}")
         return cls(
             database_url=database_url_from_env(env),
             broker_url=broker_url,
@@ -131,8 +133,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "visibility_timeout": settings.broker_visibility_timeout_s,
     }
     if not settings.embedded_broker:
+        # kombu scans for unacked messages of dead workers every 10 s but, by default, only acts
+        # on every tenth scan; act on each, so a crashed worker's batches return soon after the
+        # visibility timeout rather than minutes later.
         transport_options.update(socket_timeout=30, socket_connect_timeout=10,
-                                 health_check_interval=25)
+                                 health_check_interval=25, unacked_restore_throttle=1)
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,

@@ -15,3 +15,4 @@ graceful_timeout = 25  # inside a PaaS's 30 s SIGTERM budget
 keepalive = 5
 max_requests = 20000
 max_requests_jitter = 2000
+control_socket_disable = True  # one fixed socket path per user would clash between instances

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 
 import app.models  # noqa: F401  (registers the tables on the metadata)
-import os
-
 from app.config import database_url_from_env
 from app.db import Base
 from app.db import make_engine

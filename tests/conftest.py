@@ -8,7 +8,6 @@ test starts from empty tables instead of a rolled-back savepoint.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,10 +65,13 @@ def empty_tables(app: Flask) -> Iterator[None]:
     db.session.remove()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[WorkerProcess]:
-    """A real Celery worker process, shared by the tests that need events stored."""
+    """A real Celery worker process for the tests of one module that need events stored.
+
+    Module-scoped so that modules testing crashes can run their own workers undisturbed.
+    """
     log_dir = tmp_path_factory.mktemp("worker-logs")
     process = WorkerProcess(stack_env, log_dir / "worker.log")
     process.start()
@@ -136,4 +138,4 @@ def make_tenant(client: FlaskClient) -> Any:
 
 
 def pytest_report_header() -> str:
-    return f"kraiter backend: {backend()} (KRAITER_TEST_BACKEND={os.environ.get('KRAITER_TEST_BACKEND', '')})"
+    return f"kraiter backend: {backend()} (set KRAITER_TEST_BACKEND=postgres|embedded)"

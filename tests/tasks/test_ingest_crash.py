@@ -1,0 +1,56 @@
+"""Crash safety of ingestion: a worker SIGKILLed while it holds ingest messages loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlalchemy import select
+
+from app import db
+from app.models import Event
+from tests.conftest import Tenant
+from tests.support import WorkerProcess
+from tests.support import wait_for
+
+BATCHES = 40
+BATCH_SIZE = 500
+
+
+def _stored_count() -> int:
+    with db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(Event)) or 0)
+
+
+def _accept_events(tenant: Tenant) -> set[str]:
+    accepted: set[str] = set()
+    for batch in range(BATCHES):
+        events = [{"email": f"user{i % 300}@crash.test", "event": "page.viewed",
+                   "properties": {"batch": batch, "i": i}} for i in range(BATCH_SIZE)]
+        response = tenant.post("/api/events/batch", json={"events": events})
+        assert response.status_code == 202
+        accepted |= {item["id"] for item in response.get_json()["results"]}
+    return accepted
+
+
+def test_sigkilled_worker_loses_no_accepted_event(tenant: Tenant, stack_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    accepted = _accept_events(tenant)
+    first = WorkerProcess(stack_env, tmp_path / "first.log", concurrency=1)
+    first.start()
+    stored_before_kill = wait_for(_stored_count, interval=0.01, message="the first batch")
+    first.kill()
+    stored_at_kill = _stored_count()
+    assert stored_at_kill < len(accepted), "the worker finished before it could be killed"
+
+    second = WorkerProcess(stack_env, tmp_path / "second.log", concurrency=1)
+    second.start()
+    try:
+        wait_for(lambda: _stored_count() >= len(accepted), timeout=90,
+                 message=f"{len(accepted)} events (had {stored_at_kill} at the kill)")
+    finally:
+        second.stop()
+    with db.transaction() as session:
+        stored_ids = set(session.scalars(select(Event.id)))
+    assert stored_before_kill > 0
+    assert stored_ids == accepted
