@@ -166,3 +166,7 @@ def dev(port: int | None) -> None:
     from app.dev import run_dev
 
     sys.exit(run_dev(port=port))
+
+
+if __name__ == "__main__":
+    main()
