@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:
-        db.session.remove()
+        db.remove_session()
 
     celery_init_app(app)
     register_error_handlers(app)

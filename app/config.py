@@ -127,7 +127,7 @@ class Settings:
 
 def celery_config(settings: Settings) -> dict[str, object]:
     """Celery's settings, derived from ours. Tasks are idempotent, so delivery is at least once."""
-    from kombu import Queue as KombuQueue
+    from kombu.entity import Queue as KombuQueue
 
     transport_options: dict[str, object] = {
         "visibility_timeout": settings.broker_visibility_timeout_s,
@@ -146,7 +146,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": "default",
-        "task_queues": [KombuQueue(name) for name in ("ingest", "default", "maintenance")],
+        "task_queues": [KombuQueue(name)  # type: ignore[no-untyped-call]
+                        for name in ("ingest", "default", "maintenance")],
         "task_acks_late": True,
         # A pool child killed mid-task (OOM, SIGKILL) re-sends its message, bounded by max_retries.
         "task_retry_on_worker_lost": True,

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 from sqlalchemy import JSON
 from sqlalchemy import DateTime
@@ -62,8 +63,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 JSONDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+_scoped: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+# The current thread's session. scoped_session proxies the whole Session API, so code uses (and
+# type-checks) it as a plain Session; only `remove_session` needs the registry itself.
+session = cast(Session, _scoped)
 _engine: Engine | None = None
+
+
+def remove_session() -> None:
+    """End the current thread's session (request teardown, end of a task)."""
+    _scoped.remove()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -105,8 +114,8 @@ def init_engine(url: str) -> Engine:
     if _engine is not None:
         _engine.dispose()
     _engine = make_engine(url)
-    session.remove()
-    session.configure(bind=_engine)
+    _scoped.remove()
+    _scoped.configure(bind=_engine)
     return _engine
 
 
@@ -126,7 +135,7 @@ def after_fork() -> None:
 @contextmanager
 def transaction() -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on error; for tasks and CLI."""
-    db = session()
+    db = _scoped()
     try:
         yield db
         db.commit()
@@ -134,7 +143,7 @@ def transaction() -> Iterator[Session]:
         db.rollback()
         raise
     finally:
-        session.remove()
+        _scoped.remove()
 
 
 def is_postgres(db: Session) -> bool:

@@ -92,6 +92,8 @@ def _validation_details(messages: Any) -> dict[str, Any]:
 
 def validation_message(details: dict[str, Any]) -> str:
     """A one-line summary naming the first offending field."""
+    if not details:
+        return "The request is not valid."
     field, problem = next(iter(details.items()))
     while isinstance(problem, dict) and problem:
         field, problem = f"{field}.{next(iter(problem))}", next(iter(problem.values()))
@@ -119,7 +121,10 @@ def register_error_handlers(app: Flask) -> None:
         message = error.description or error.name
         if status == 413:
             message = "Request body is too large."
-        return error_response(status, code, message)
+        # Keep the headers HTTP requires with some answers (`Allow` on 405, for one).
+        headers = {name: value for name, value in error.get_headers()
+                   if name.lower() != "content-type"}
+        return error_response(status, code, message, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

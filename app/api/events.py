@@ -15,6 +15,7 @@ from app.api.blueprint import document
 from app.api.idempotency import idempotent
 from app.auth import require_api_key
 from app.errors import APIError
+from app.errors import NotFound
 from app.errors import validation_message
 from app.schemas.common import read_json_object
 from app.schemas.events import AcceptedEventSchema
@@ -49,6 +50,7 @@ document("/events", "post", "Track an event", tag="events", status=202,
 @require_api_key
 @idempotent
 def track_event() -> Any:
+    """Accept one event for the worker to store."""
     body = read_json_object(request, max_bytes=_settings().max_body_bytes)
     message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=_track.load(body))
     db.session.rollback()  # read-only so far: end the transaction before waiting on the broker
@@ -56,16 +58,42 @@ def track_event() -> Any:
     return ingest.accepted_view(message), 202
 
 
-def _accept_item(item: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def _item_error(error: ValidationError | APIError) -> dict[str, Any]:
+    if isinstance(error, APIError):
+        return {"error": {"code": error.code, "message": error.message}}
+    details = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+    return {"error": {"code": "VALIDATION_ERROR", "message": validation_message(details),
+                      "details": details}}
+
+
+def _load_item(item: Any) -> dict[str, Any] | ValidationError:
+    if not isinstance(item, dict):
+        return ValidationError("Each item must be an event object.")
     try:
-        message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=_track.load(item))
+        data: dict[str, Any] = _track.load(item)
     except ValidationError as error:
-        details = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-        return None, {"error": {"code": "VALIDATION_ERROR", "message": validation_message(details),
-                                "details": details}}
-    except APIError as error:
-        return None, {"error": {"code": error.code, "message": error.message}}
-    return message, ingest.accepted_view(message)
+        return error
+    return data
+
+
+def _accept_items(items: list[Any]) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
+    """Validate and stamp each item on its own; (message or None, result) per item, in order."""
+    loaded = [_load_item(item) for item in items]
+    known = ingest.contact_emails(db.session, tenant_id=g.tenant_id, contact_ids=[
+        data["contactId"] for data in loaded if isinstance(data, dict) and data.get("contactId")])
+    outcomes: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+    for data in loaded:
+        if isinstance(data, ValidationError):
+            outcomes.append((None, _item_error(data)))
+            continue
+        try:
+            message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=data,
+                                          known_contacts=known)
+        except APIError as error:
+            outcomes.append((None, _item_error(error)))
+        else:
+            outcomes.append((message, ingest.accepted_view(message)))
+    return outcomes
 
 
 document("/events/batch", "post", "Track up to 500 events", tag="events", status=202,
@@ -76,10 +104,10 @@ document("/events/batch", "post", "Track up to 500 events", tag="events", status
 @require_api_key
 @idempotent
 def track_batch() -> Any:
+    """Accept each valid item of a batch; one result per item, in order."""
     body = read_json_object(request, max_bytes=_settings().max_batch_body_bytes)
-    items = _batch.load(body)["events"]
-    outcomes = [_accept_item(item) for item in items]
-    db.session.rollback()
+    outcomes = _accept_items(_batch.load(body)["events"])
+    db.session.rollback()  # read-only: end the transaction before waiting on the broker
     messages = [message for message, _ in outcomes if message is not None]
     if messages:
         _enqueue(messages)
@@ -95,11 +123,12 @@ document("/events", "get", "List events, newest first", tag="events",
 @api.get("/events")
 @require_api_key
 def list_events() -> Any:
+    """A page of the tenant's events, newest first."""
     query = _list_query.load(request.args)
     contact_id = contacts.resolve_contact_filter(
         db.session, tenant_id=g.tenant_id, contact_id=query.get("contactId"),
         email=query.get("email"))
-    if contact_id is contacts.NO_SUCH_CONTACT:
+    if not (contact_id is None or isinstance(contact_id, str)):  # NO_SUCH_CONTACT
         return {"data": [], "nextCursor": None}
     page = events.list_events(
         db.session, tenant_id=g.tenant_id, contact_id=contact_id, name=query.get("event"),
@@ -114,5 +143,8 @@ document("/events/{id}", "get", "Get one event", tag="events", response=EventIte
 @api.get("/events/<event_id>")
 @require_api_key
 def get_event(event_id: str) -> Any:
+    """One event of the tenant (another tenant's id is a 404)."""
+    if "\x00" in event_id:  # no id has one, and PostgreSQL refuses it as a parameter
+        raise NotFound("Event not found.")
     return events.event_view(events.get_event(db.session, tenant_id=g.tenant_id,
                                               event_id=event_id))

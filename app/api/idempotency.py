@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -20,13 +21,26 @@ from app.errors import BadRequest
 from app.services import idempotency
 
 MAX_KEY_LENGTH = 255
+# The operations that honour the header (paths as documented, without `/api`).
+KEYED_OPERATIONS = frozenset({("/events", "post"), ("/events/batch", "post"), ("/send", "post")})
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fingerprint() -> str:
+    """What "the same request" means: method, path (with or without `/api`) and the JSON body.
+
+    The body is compared as parsed JSON, so a client that re-serialises it for the retry (other
+    key order or spacing) still gets the first answer; a body that is not JSON is compared as
+    bytes (it will be refused anyway, and refusals are not kept).
+    """
     path = request.path.removeprefix("/api")
+    raw = request.get_data(cache=True)
+    try:
+        body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):
+        body = raw
     digest = hashlib.sha256(f"{request.method} {path}\n".encode())
-    digest.update(request.get_data(cache=True))
+    digest.update(body)
     return digest.hexdigest()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 from flask import Request
@@ -16,6 +17,7 @@ from marshmallow import validate
 
 from app.errors import BadRequest
 from app.errors import PayloadTooLarge
+from app.schemas.fields import storable_text
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -40,6 +42,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # `1e400` parses to infinity, which JSON cannot carry back out and the database refuses.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def read_json_body(request: Request, *, max_bytes: int) -> Any:
     """Parse the body as JSON (whatever the Content-Type), refusing NaN/Infinity and big bodies."""
     length = request.content_length
@@ -51,9 +61,11 @@ def read_json_body(request: Request, *, max_bytes: int) -> Any:
     if not raw.strip():
         raise BadRequest("Request body must be a JSON object.")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"Malformed JSON: {error}") from None
+    except RecursionError:
+        raise BadRequest("Malformed JSON: nested too deeply.") from None
 
 
 def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any]:
@@ -81,4 +93,9 @@ def decode_cursor(cursor: str, *, required_keys: tuple[str, ...]) -> dict[str, A
         not isinstance(values.get(key), str) for key in required_keys
     ):
         raise ValidationError({"cursor": ["Not a valid cursor."]})
+    try:  # a forged cursor must not carry text the database refuses as a parameter
+        for key in required_keys:
+            storable_text(values[key])
+    except ValidationError:
+        raise ValidationError({"cursor": ["Not a valid cursor."]}) from None
     return values

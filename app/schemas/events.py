@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from typing import ClassVar
 
 from marshmallow import Schema
 from marshmallow import ValidationError
@@ -18,88 +20,120 @@ from app.schemas.common import StrictSchema
 from app.schemas.fields import Email
 from app.schemas.fields import FlatProperties
 from app.schemas.fields import Timestamp
+from app.schemas.fields import storable_text
 from app.timeutil import utcnow
 
 SYSTEM_EVENT_PREFIX = "email."
 MAX_EVENT_NAME_LENGTH = 200
 MAX_BATCH_EVENTS = 500
 MAX_FUTURE_SKEW = timedelta(days=1)
+_CONTACT_ID: list[Callable[[Any], Any]] = [validate.Length(min=1, max=255), storable_text]
+_EVENT_NAME: list[Callable[[Any], Any]] = [validate.Length(min=1, max=MAX_EVENT_NAME_LENGTH),
+                                          storable_text]
 
 
 class TrackEventSchema(StrictSchema):
     """`POST /api/events`: who (`email` or `contactId`), what (`event`, alias `name`), details."""
 
-    email = Email(metadata={"description": "The contact's e-mail; created if unknown."})
-    contactId = fields.String(validate=validate.Length(min=1, max=40),
+    # Optional fields accept null as "not given": SDKs often serialise unset options that way.
+    email = Email(allow_none=True,
+                  metadata={"description": "The contact's e-mail; the contact is created if "
+                                           "unknown. Give `email` or `contactId`."})
+    contactId = fields.String(allow_none=True, validate=_CONTACT_ID,
                               metadata={"description": "Wins over `email` when both are given."})
-    event = fields.String(validate=validate.Length(min=1, max=MAX_EVENT_NAME_LENGTH),
-                          metadata={"description": "Case-sensitive; `email.*` is reserved."})
-    name = fields.String(validate=validate.Length(min=1, max=MAX_EVENT_NAME_LENGTH),
-                         metadata={"description": "Alias of `event`."})
-    properties = FlatProperties(load_default=dict,
-                                metadata={"description": "Flat: string, number or boolean values."})
-    timestamp = Timestamp(metadata={"description": "ISO 8601; defaults to now; may be back-dated."})
+    event = fields.String(validate=_EVENT_NAME,
+                          metadata={"description": "The event name (or give `name`): 1-200 "
+                                                   "characters, case-sensitive, kept as sent; "
+                                                   "`email.*` names are reserved for system "
+                                                   "events."})
+    name = fields.String(validate=_EVENT_NAME,
+                         metadata={"description": "Alias of `event`; `event` wins if both."})
+    properties = FlatProperties(load_default=dict, allow_none=True,
+                                metadata={"description": "Flat: string, number or boolean values; "
+                                                         "at most 100 keys of 1-100 characters, "
+                                                         "strings up to 2,000 characters."})
+    timestamp = Timestamp(allow_none=True,
+                          metadata={"description": "ISO 8601; defaults to now; may be back-dated, "
+                                                   "at most a day ahead."})
 
-    @pre_load
-    def _alias_name(self, data: Any, **_: Any) -> Any:
-        if isinstance(data, dict) and "event" not in data and "name" in data:
-            data = dict(data)
-            data["event"] = data.pop("name")
-        return data
+    # Rules the fields cannot express, for the OpenAPI document.
+    openapi_extra: ClassVar[dict[str, Any]] = {"allOf": [
+        {"anyOf": [{"required": ["event"]}, {"required": ["name"]}]},
+        {"anyOf": [{"required": ["email"]}, {"required": ["contactId"]}]},
+    ]}
 
-    @validates_schema
-    def _check(self, data: dict[str, Any], **_: Any) -> None:
-        name = data.get("event")
-        if name is None:
-            raise ValidationError("The 'event' field is required.", field_name="event")
-        if name.startswith(SYSTEM_EVENT_PREFIX):
-            raise ValidationError(
-                f"Event names starting with '{SYSTEM_EVENT_PREFIX}' are system events, "
-                "created only by Kraiter; choose another name.", field_name="event")
-        if not data.get("email") and not data.get("contactId"):
-            raise ValidationError("Give 'email' or 'contactId'.", field_name="email")
+    # Runs even when some fields failed, so one answer names every problem; it looks at the raw
+    # input to tell "missing" from "present but invalid" (an invalid field is absent from data).
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _check(self, data: dict[str, Any], original: Any, **_: Any) -> None:
+        if not isinstance(original, dict):
+            return
+        errors: dict[str, list[str]] = {}
+        field = "event" if "event" in original else "name"
+        name = data.get(field)
+        if "event" not in original and "name" not in original:
+            errors["event"] = ["Missing data for required field."]
+        elif name is not None and name.startswith(SYSTEM_EVENT_PREFIX):
+            errors[field] = [f"Event names starting with '{SYSTEM_EVENT_PREFIX}' are system "
+                             "events, created only by Kraiter; choose another name."]
+        if original.get("email") is None and original.get("contactId") is None:
+            errors["email"] = ["Give 'email' or 'contactId'."]
         timestamp = data.get("timestamp")
         if timestamp is not None and timestamp > utcnow() + MAX_FUTURE_SKEW:
-            raise ValidationError("Must not be more than a day in the future.",
-                                  field_name="timestamp")
+            errors["timestamp"] = ["Must not be more than a day in the future."]
+        if errors:
+            raise ValidationError(errors)
 
     @post_load
-    def _drop_alias(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data.pop("name", None)
+    def _resolve_alias(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        alias = data.pop("name", None)
+        data.setdefault("event", alias)
+        if data.get("properties") is None:
+            data["properties"] = {}
         return data
 
 
 class TrackBatchSchema(StrictSchema):
     """`POST /api/events/batch`: up to 500 event bodies, each validated on its own."""
 
-    events = fields.List(fields.Dict(), required=True,
+    # Items stay raw here: each is validated by TrackEventSchema on its own, so one bad item
+    # (even one that is not an object) is reported in its slot instead of failing the batch.
+    events = fields.List(fields.Raw(metadata={"openapi_schema": TrackEventSchema}), required=True,
                          validate=validate.Length(min=1, max=MAX_BATCH_EVENTS),
-                         metadata={"description": "Items as in `POST /api/events`."})
+                         metadata={"description": "1-500 items, each a `POST /api/events` body."})
 
 
 class EventListQuery(PageQuery):
     """`GET /api/events` filters."""
 
-    email = Email()
-    contactId = fields.String()
-    event = fields.String(validate=validate.Length(min=1, max=MAX_EVENT_NAME_LENGTH),
+    email = Email(metadata={"description": "Only this contact's events."})
+    contactId = fields.String(validate=storable_text,
+                              metadata={"description": "Only this contact's events (404 if the "
+                                                       "contact does not exist)."})
+    event = fields.String(validate=_EVENT_NAME,
                           metadata={"description": "Exact, case-sensitive name."})
     since = Timestamp(metadata={"description": "Only events with timestamp >= since."})
     until = Timestamp(metadata={"description": "Only events with timestamp < until."})
     archived = fields.Boolean(load_default=False,
                               metadata={"description": "Read the archive instead."})
 
+    @pre_load
+    def _drop_empty(self, data: Any, **_: Any) -> Any:
+        # URL builders often send unused filters as `?email=&event=`: treat them as not given.
+        if hasattr(data, "items"):
+            return {key: value for key, value in data.items() if value != ""}
+        return data
+
 
 class AcceptedEventSchema(Schema):
     """The 202 answer to a tracked event."""
 
-    id = fields.String()
+    id = fields.String(metadata={"description": "`evt_...`; sorts by creation time."})
     event = fields.String()
-    email = fields.String()
-    contactId = fields.String(allow_none=True)
-    properties = fields.Dict()
-    timestamp = fields.String()
-    createdAt = fields.String()
+    email = Email()
+    properties = FlatProperties()
+    timestamp = Timestamp()
+    createdAt = Timestamp()
     status = fields.String(metadata={"description": "Always `queued`."})
 
 
@@ -110,26 +144,37 @@ class EventItemSchema(Schema):
     event = fields.String()
     name = fields.String(metadata={"description": "Same as `event`."})
     contactId = fields.String()
-    email = fields.String()
-    properties = fields.Dict()
-    timestamp = fields.String()
-    createdAt = fields.String()
+    email = Email()
+    properties = FlatProperties()
+    timestamp = Timestamp()
+    createdAt = Timestamp()
     source = fields.String(metadata={"description": "`api` or `system`."})
 
 
 class EventPageSchema(Schema):
+    """A page of events, newest first."""
+
     data = fields.List(fields.Nested(EventItemSchema))
     nextCursor = fields.String(allow_none=True)
 
 
-class BatchResultSchema(Schema):
-    """One item's outcome: the accepted event, or an error envelope body."""
+class ItemErrorSchema(Schema):
+    """Why one batch item was refused."""
 
-    id = fields.String()
-    error = fields.Dict()
+    code = fields.String()
+    message = fields.String()
+    details = fields.Dict()
+
+
+class BatchResultSchema(AcceptedEventSchema):
+    """One item's outcome: the accepted event (as `POST /api/events` answers), or `error`."""
+
+    error = fields.Nested(ItemErrorSchema)
 
 
 class BatchAnswerSchema(Schema):
+    """One result per item, in the order sent."""
+
     results = fields.List(fields.Nested(BatchResultSchema))
     data = fields.List(fields.Nested(BatchResultSchema),
                        metadata={"description": "Same list as `results`."})

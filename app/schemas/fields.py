@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from email_validator import validate_email
 from marshmallow import ValidationError
 from marshmallow import fields
 
+from app.timeutil import isoformat
 from app.timeutil import parse_iso
 from app.timeutil import truncate_ms
 
@@ -18,6 +20,7 @@ MAX_PROPERTIES = 100
 MAX_PROPERTY_KEY_LENGTH = 100
 MAX_STRING_VALUE_LENGTH = 2000
 MAX_EMAIL_LENGTH = 320
+MIN_YEAR = 1000
 
 
 @functools.lru_cache(maxsize=65536)
@@ -26,13 +29,27 @@ def normalise_email(value: str) -> str:
     if len(value) > MAX_EMAIL_LENGTH:
         raise ValidationError("Not a valid e-mail address: too long.")
     try:
-        # test_environment lets `.test` domains through (self-hosters test with them);
-        # globally_deliverable=False keeps this a syntax check, as the contract asks.
-        result = validate_email(value, check_deliverability=False, test_environment=True,
-                                globally_deliverable=False)
+        # check_deliverability=False keeps this a syntax check (no DNS), as the contract asks;
+        # test_environment lets `.test` domains through (self-hosters test with them). Dotless
+        # and reserved domains (`a@b`, `a@localhost`) stay invalid: no mail can reach them.
+        result = validate_email(value, check_deliverability=False, test_environment=True)
     except EmailNotValidError as error:
         raise ValidationError(f"Not a valid e-mail address: {error}") from None
     return result.normalized
+
+
+def storable_text(value: str) -> None:
+    """Refuse text the database cannot store: NUL characters and lone UTF-16 surrogates.
+
+    Events are stored by the worker in batches, so one unstorable string accepted here would make
+    a whole batch fail there; JSON allows both (`\\u0000`, `\\ud800`), so check them up front.
+    """
+    if "\x00" in value:
+        raise ValidationError("Must not contain NUL (U+0000) characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode text (no lone surrogates).") from None
 
 
 class Email(fields.String):
@@ -43,20 +60,32 @@ class Email(fields.String):
         return normalise_email(text)
 
 
-def _check_property_value(key: str, value: Any, *, allow_null: bool) -> str | None:
+def _unstorable(text: str) -> str | None:
+    try:
+        storable_text(text)
+    except ValidationError as error:
+        return str(error.messages[0])
+    return None
+
+
+def _check_property_value(value: Any, *, allow_null: bool) -> str | None:
     if value is None:
         return None if allow_null else "Null is not allowed; use a string, number or boolean."
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON bodies cannot carry these (read_json_body refuses them); this guards callers that
+        # build properties in Python, since the database refuses them too.
+        return "Numbers must be finite."
     if isinstance(value, bool | int | float):
         return None
     if isinstance(value, str):
         if len(value) > MAX_STRING_VALUE_LENGTH:
             return f"String values are limited to {MAX_STRING_VALUE_LENGTH} characters."
-        return None
+        return _unstorable(value)
     kind = "objects" if isinstance(value, dict) else "arrays" if isinstance(value, list) else "it"
     return f"Properties must be flat: {kind} cannot be values; use a string, number or boolean."
 
 
-class FlatProperties(fields.Field):
+class FlatProperties(fields.Field[dict[str, Any]]):
     """A flat object of string/number/boolean values (null too where `allow_null_values`)."""
 
     def __init__(self, *, allow_null_values: bool = False, **kwargs: Any) -> None:
@@ -74,18 +103,19 @@ class FlatProperties(fields.Field):
             if not key or len(key) > MAX_PROPERTY_KEY_LENGTH:
                 errors[key] = [f"Keys must be 1-{MAX_PROPERTY_KEY_LENGTH} characters."]
                 continue
-            problem = _check_property_value(key, item, allow_null=self.allow_null_values)
+            problem = _unstorable(key) or _check_property_value(
+                item, allow_null=self.allow_null_values)
             if problem:
                 errors[key] = [problem]
         if errors:
-            raise ValidationError(errors)  # type: ignore[arg-type]
+            raise ValidationError(errors)
         return dict(value)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         return value
 
 
-class Timestamp(fields.Field):
+class Timestamp(fields.Field[datetime]):
     """ISO 8601 in, aware UTC datetime (millisecond resolution) out; `Z` formatting on dump."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
@@ -93,12 +123,13 @@ class Timestamp(fields.Field):
             raise ValidationError("Must be an ISO 8601 date-time string.")
         try:
             parsed = parse_iso(value)
-        except ValueError:
-            raise ValidationError("Must be an ISO 8601 date-time, e.g. 2025-09-15T10:30:00.000Z."
-                                  ) from None
+        except (ValueError, OverflowError):  # OverflowError: an offset pushes it past year 1/9999
+            parsed = None
+        # Four-digit years only: the API formats years with four digits, and SQLite compares
+        # stored timestamps as text.
+        if parsed is None or parsed.year < MIN_YEAR:
+            raise ValidationError("Must be an ISO 8601 date-time, e.g. 2025-09-15T10:30:00.000Z.")
         return truncate_ms(parsed)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
-        from app.timeutil import isoformat
-
         return isoformat(value)

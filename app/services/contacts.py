@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from marshmallow import ValidationError
+from sqlalchemy import delete
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db import insert_if_absent
+from app.errors import BadRequest
+from app.errors import Conflict
 from app.errors import NotFound
+from app.ids import new_id
+from app.models import ArchivedEvent
 from app.models import Contact
+from app.models import Event
+from app.schemas.common import decode_cursor
+from app.schemas.fields import MAX_PROPERTIES
+from app.schemas.fields import normalise_email
+from app.services.pages import Page
+from app.services.pages import page_from_rows
 from app.timeutil import isoformat
+from app.timeutil import utcnow
+
+_ONE_MS = timedelta(milliseconds=1)
 
 
 class _NoSuchContact:
@@ -19,25 +36,27 @@ class _NoSuchContact:
 NO_SUCH_CONTACT = _NoSuchContact()
 
 
-def find_contact(db: Session, *, tenant_id: str, ref: str) -> Contact:
-    """The contact with id or e-mail `ref` in this tenant, or NotFound."""
+def find_contact(db: Session, *, tenant_id: str, ref: str, lock: bool = False) -> Contact:
+    """The contact with id or e-mail `ref` in this tenant, or NotFound; `lock` holds its row."""
     column = Contact.email if "@" in ref else Contact.id
     if "@" in ref:
-        from app.schemas.fields import normalise_email
-        from marshmallow import ValidationError
-
         try:
             ref = normalise_email(ref)
         except ValidationError:
             raise NotFound(f"Contact {ref} not found.") from None
-    contact = db.scalar(select(Contact).where(Contact.tenant_id == tenant_id, column == ref))
+    query = select(Contact).where(Contact.tenant_id == tenant_id, column == ref)
+    if lock:
+        # FOR UPDATE serialises read-modify-write merges on PostgreSQL (SQLite ignores it: there
+        # every write transaction already holds the database lock).
+        query = query.with_for_update().execution_options(populate_existing=True)
+    contact = db.scalar(query)
     if contact is None:
         raise NotFound(f"Contact {ref} not found.")
     return contact
 
 
 def resolve_contact_filter(db: Session, *, tenant_id: str, contact_id: str | None,
-                           email: str | None) -> str | None | _NoSuchContact:
+                           email: str | None) -> str | _NoSuchContact | None:
     """Turn a `contactId`/`email` filter into a contact id.
 
     An unknown `contactId` is a 404; an unknown e-mail simply has no events yet (its first event
@@ -50,6 +69,99 @@ def resolve_contact_filter(db: Session, *, tenant_id: str, contact_id: str | Non
                                                    Contact.email == email))
         return found if found is not None else NO_SUCH_CONTACT
     return None
+
+
+def _insert(db: Session, *, tenant_id: str, email: str, properties: dict[str, Any],
+            subscribed: bool) -> bool:
+    """Insert the contact unless the tenant already has this e-mail; return whether it did."""
+    now = utcnow()
+    row = {"id": new_id("cnt"), "tenant_id": tenant_id, "email": email,
+           "properties": {key: value for key, value in properties.items() if value is not None},
+           "subscribed": subscribed, "suppressed": False, "created_at": now, "updated_at": now}
+    # ON CONFLICT DO NOTHING rather than catching IntegrityError: a concurrent creator makes this
+    # wait for its commit and then skip, without aborting our transaction.
+    return insert_if_absent(db, Contact.__table__, row, ["tenant_id", "email"])
+
+
+def create_contact(db: Session, *, tenant_id: str, email: str, properties: dict[str, Any],
+                   subscribed: bool = True) -> Contact:
+    """Create a contact; Conflict if the tenant already has this (normalised) e-mail."""
+    if not _insert(db, tenant_id=tenant_id, email=email, properties=properties,
+                   subscribed=subscribed):
+        raise Conflict(f"A contact with e-mail {email} already exists.")
+    return find_contact(db, tenant_id=tenant_id, ref=email)
+
+
+def _apply_changes(contact: Contact, *, properties: dict[str, Any],
+                   subscribed: bool | None) -> None:
+    merged = dict(contact.properties or {})
+    for key, value in properties.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    if len(merged) > MAX_PROPERTIES:
+        message = f"A contact has at most {MAX_PROPERTIES} properties; remove some first."
+        raise BadRequest(f"properties: {message}", details={"properties": [message]})
+    contact.properties = merged  # a new dict, so the JSON column is seen as changed
+    if subscribed is not None:
+        contact.subscribed = subscribed
+    # Strictly later than before, so a client comparing timestamps sees every change even within
+    # one millisecond.
+    contact.updated_at = max(utcnow(), contact.updated_at + _ONE_MS)
+
+
+def upsert_contact(db: Session, *, tenant_id: str, email: str, properties: dict[str, Any],
+                   subscribed: bool | None = None) -> tuple[Contact, bool]:
+    """Create the contact, or merge into the existing one; return it and whether it is new."""
+    # Twice, because the row that made the insert skip may be deleted before we can lock it.
+    for _attempt in range(2):
+        created = _insert(db, tenant_id=tenant_id, email=email, properties=properties,
+                          subscribed=True if subscribed is None else subscribed)
+        try:
+            contact = find_contact(db, tenant_id=tenant_id, ref=email, lock=not created)
+        except NotFound:
+            continue
+        if not created:
+            _apply_changes(contact, properties=properties, subscribed=subscribed)
+        return contact, created
+    raise Conflict(f"The contact {email} changed concurrently; retry the request.")
+
+
+def update_contact(db: Session, *, tenant_id: str, ref: str, properties: dict[str, Any],
+                   subscribed: bool | None = None) -> Contact:
+    """Merge `properties` (a None value removes the key) and set `subscribed` if given."""
+    contact = find_contact(db, tenant_id=tenant_id, ref=ref, lock=True)
+    _apply_changes(contact, properties=properties, subscribed=subscribed)
+    return contact
+
+
+def delete_contact(db: Session, *, tenant_id: str, ref: str) -> None:
+    """Delete the contact and its events, live and archived."""
+    contact = find_contact(db, tenant_id=tenant_id, ref=ref, lock=True)
+    for model in (Event, ArchivedEvent):
+        db.execute(delete(model).where(model.tenant_id == tenant_id,
+                                       model.contact_id == contact.id))
+    db.delete(contact)
+    db.flush()
+
+
+def list_contacts(db: Session, *, tenant_id: str, search: str | None = None,
+                  suppressed: bool | None = None, unsubscribed: bool | None = None,
+                  limit: int, cursor: str | None = None) -> Page[Contact]:
+    """A page of the tenant's contacts, newest first (ids sort by creation time)."""
+    query = select(Contact).where(Contact.tenant_id == tenant_id)
+    if search:
+        query = query.where(Contact.email.icontains(search, autoescape=True))
+    if suppressed is not None:
+        query = query.where(Contact.suppressed == suppressed)
+    if unsubscribed is not None:
+        query = query.where(Contact.subscribed == (not unsubscribed))
+    if cursor:
+        query = query.where(Contact.id < decode_cursor(cursor, required_keys=("i",))["i"])
+    query = query.order_by(Contact.id.desc()).limit(limit + 1)
+    return page_from_rows(list(db.scalars(query)), limit=limit,
+                          cursor_of=lambda contact: {"i": contact.id})
 
 
 def contact_view(contact: Contact) -> dict[str, Any]:

@@ -59,10 +59,13 @@ def list_events(db: Session, *, tenant_id: str, contact_id: str | None = None,
 
 def get_event(db: Session, *, tenant_id: str, event_id: str) -> AnyEvent:
     """One event of the tenant, live or archived."""
-    for model in (Event, ArchivedEvent):
-        found = db.scalar(select(model).where(model.tenant_id == tenant_id, model.id == event_id))
-        if found is not None:
-            return found
+    live = db.scalar(select(Event).where(Event.tenant_id == tenant_id, Event.id == event_id))
+    if live is not None:
+        return live
+    archived = db.scalar(select(ArchivedEvent).where(ArchivedEvent.tenant_id == tenant_id,
+                                                     ArchivedEvent.id == event_id))
+    if archived is not None:
+        return archived
     raise NotFound(f"Event {event_id} not found.")
 
 

@@ -74,7 +74,7 @@ def test_two_concurrent_passes_move_every_row_exactly_once(make_tenant: Any) -> 
 
     def archive() -> None:
         totals.append(run_archive_pass(batch_size=100))
-        db.session.remove()
+        db.remove_session()
 
     threads = [threading.Thread(target=archive) for _ in range(2)]
     for thread in threads:
