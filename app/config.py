@@ -147,7 +147,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "accept_content": ["json"],
         "task_default_queue": "default",
         "task_queues": [KombuQueue(name)  # type: ignore[no-untyped-call]
-                        for name in ("ingest", "default", "maintenance")],
+                        for name in ("ingest", "email", "default", "maintenance")],
         "task_acks_late": True,
         # A pool child killed mid-task (OOM, SIGKILL) re-sends its message, bounded by max_retries.
         "task_retry_on_worker_lost": True,
@@ -156,7 +156,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_prefetch_multiplier": 4,
         "worker_soft_shutdown_timeout": 20,
         "worker_enable_soft_shutdown_on_idle": True,
-        "include": ["tasks.events", "tasks.retention"],
+        "include": ["tasks.events", "tasks.retention", "tasks.sends"],
         "beat_schedule": {
             "archive-events": {"task": "events.archive",
                                "schedule": float(settings.archive_interval_s)},

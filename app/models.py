@@ -10,6 +10,7 @@ from sqlalchemy import ForeignKey
 from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
+from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
@@ -115,3 +116,82 @@ class IdempotencyRecord(Base):
 
 
 
+
+
+class Template(Base):
+    """A tenant's e-mail template (client-chosen id); `version` counts its changes."""
+
+    __tablename__ = "templates"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    mjml: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Send(Base):
+    """One e-mail to one contact: claimed before the transport is called, so it goes out once.
+
+    `status` is the API's status plus `sending` (claimed; the transport may be running). `links`
+    holds the original URLs of the tracked links, so a click token carries only an index.
+    """
+
+    __tablename__ = "sends"
+    __table_args__ = (
+        Index("ix_sends_tenant_id", "tenant_id", "id"),
+        Index("ix_sends_tenant_contact", "tenant_id", "contact_id", "id"),
+        Index("ix_sends_tenant_template", "tenant_id", "template_id", "id"),
+        Index("ix_sends_tenant_status", "tenant_id", "status", "id"),
+        Index("ix_sends_status_claimed", "status", "claimed_at"),
+        # At most one e-mail per (enrolment, step): the sequence engine relies on this.
+        UniqueConstraint("enrolment_id", "step_index"),
+        UniqueConstraint("provider_message_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(String(40))
+    email: Mapped[str] = mapped_column(String(320))
+    template_id: Mapped[str] = mapped_column(String(200))
+    template_version: Mapped[int | None] = mapped_column(Integer)
+    subject: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    source: Mapped[str] = mapped_column(String(16), default="transactional")
+    source_id: Mapped[str | None] = mapped_column(String(200))
+    enrolment_id: Mapped[str | None] = mapped_column(String(40))
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    context: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    links: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    complained_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bounce_type: Mapped[str | None] = mapped_column(String(8))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """Provider notifications already processed (SNS retries the same MessageId)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

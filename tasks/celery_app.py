@@ -16,6 +16,7 @@ class Queue(StrEnum):
     """Every queue this project uses; workers consume all of them unless told otherwise."""
 
     INGEST = "ingest"
+    EMAIL = "email"
     DEFAULT = "default"
     MAINTENANCE = "maintenance"
 

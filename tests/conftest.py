@@ -28,7 +28,8 @@ from tests.support import prepare_backend
 
 # In the order a worker's transaction touches them, so TRUNCATE queues behind a worker still
 # storing the previous test's events instead of deadlocking with it.
-TABLES = ("tenants", "api_keys", "contacts", "events", "events_archive", "idempotency_keys")
+TABLES = ("tenants", "api_keys", "contacts", "events", "events_archive", "idempotency_keys",
+          "templates", "sends", "webhook_deliveries")
 
 
 @pytest.fixture(scope="session")

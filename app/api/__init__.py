@@ -10,7 +10,13 @@ def register_api(app: Flask) -> None:
     from app.api import contacts  # noqa: F401
     from app.api import events  # noqa: F401
     from app.api import meta  # noqa: F401
+    from app.api import sends  # noqa: F401
+    from app.api import templates  # noqa: F401
+    from app.api import tracking  # noqa: F401
+    from app.api import webhooks  # noqa: F401
     from app.api.blueprint import api
+    from app.api.blueprint import public
 
     app.register_blueprint(api, url_prefix="/api")
     app.register_blueprint(api, url_prefix="", name="api_unprefixed")
+    app.register_blueprint(public)

@@ -9,6 +9,8 @@ from flask import Blueprint
 from marshmallow import Schema
 
 api = Blueprint("api", __name__)
+# Unauthenticated pages and hooks that live outside /api (tracking, unsubscribe, webhooks).
+public = Blueprint("public", __name__)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+"""Public tracking endpoints: open pixel, click redirect, unsubscribe pages."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Delivery feedback webhooks: Amazon SES through SNS."""
+
+from __future__ import annotations

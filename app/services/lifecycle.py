@@ -1,0 +1,130 @@
+"""The e-mail lifecycle: each step updates the send and records a system event, once.
+
+Every function takes the send row (locked or freshly claimed by the caller), is idempotent where
+the provider may repeat itself, and never commits. System events go through the same storage as
+tracked events (`ingest.store_events`), so they are listable and can trigger sequences.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.ids import new_id
+from app.models import Contact
+from app.models import Send
+from app.services import ingest
+from app.timeutil import isoformat
+from app.timeutil import utcnow
+
+FINAL_STATUSES = frozenset({"bounced", "complained", "rejected", "failed"})
+
+
+def record_system_event(db: Session, *, send: Send, name: str,
+                        extra: dict[str, Any] | None = None, at: datetime | None = None) -> str:
+    """Store the system event `name` (e.g. `email.opened`) on the send's contact; return its id."""
+    at = at or utcnow()
+    properties: dict[str, Any] = {"sendId": send.id, "templateId": send.template_id}
+    if send.source == "sequence":
+        properties.update(sequenceId=send.source_id, enrolmentId=send.enrolment_id)
+    properties.update(extra or {})
+    event_id = new_id("evt")
+    ingest.store_events(db, messages=[{
+        "id": event_id, "tenantId": send.tenant_id, "email": send.email, "contactId": None,
+        "event": name, "properties": properties, "timestamp": isoformat(at),
+        "createdAt": isoformat(utcnow()), "source": "system"}])
+    return event_id
+
+
+def _touch(send: Send, now: datetime) -> None:
+    send.updated_at = now
+
+
+def mark_sent(db: Session, *, send: Send, provider_message_id: str | None) -> None:
+    """The transport accepted the message."""
+    now = utcnow()
+    send.status, send.sent_at, send.provider_message_id = "sent", now, provider_message_id
+    _touch(send, now)
+    record_system_event(db, send=send, name="email.sent", at=now)
+
+
+def mark_delivered(db: Session, *, send: Send, at: datetime | None = None) -> bool:
+    """The recipient's server accepted it (provider feedback). False if already known."""
+    if send.delivered_at is not None:
+        return False
+    now = at or utcnow()
+    send.delivered_at = now
+    if send.status in {"queued", "sending", "sent"}:
+        send.status = "delivered"
+    _touch(send, utcnow())
+    record_system_event(db, send=send, name="email.delivered", at=now)
+    return True
+
+
+def suppress_contact(db: Session, *, tenant_id: str, contact_id: str) -> None:
+    """No further e-mail to this contact (hard bounce, complaint)."""
+    db.execute(update(Contact).where(Contact.tenant_id == tenant_id, Contact.id == contact_id)
+               .values(suppressed=True, updated_at=utcnow()))
+
+
+def mark_bounced(db: Session, *, send: Send, bounce_type: str, reason: str,
+                 at: datetime | None = None) -> bool:
+    """A hard or soft bounce; a hard one suppresses the contact. False if already recorded."""
+    if send.bounced_at is not None:
+        return False
+    now = at or utcnow()
+    send.status, send.bounced_at, send.bounce_type, send.error = "bounced", now, bounce_type, reason
+    _touch(send, utcnow())
+    if bounce_type == "hard":
+        suppress_contact(db, tenant_id=send.tenant_id, contact_id=send.contact_id)
+    record_system_event(db, send=send, name="email.bounced", at=now,
+                        extra={"bounceType": bounce_type, "reason": reason})
+    return True
+
+
+def mark_complained(db: Session, *, send: Send, at: datetime | None = None) -> bool:
+    """The recipient reported it as spam: suppress the contact. False if already recorded."""
+    if send.complained_at is not None:
+        return False
+    now = at or utcnow()
+    send.status, send.complained_at = "complained", now
+    _touch(send, utcnow())
+    suppress_contact(db, tenant_id=send.tenant_id, contact_id=send.contact_id)
+    record_system_event(db, send=send, name="email.complained", at=now)
+    return True
+
+
+def mark_opened(db: Session, *, send: Send) -> None:
+    """An open (pixel fetched). Every open is an event; `openedAt` keeps the first."""
+    now = utcnow()
+    send.opened_at = send.opened_at or now
+    _touch(send, now)
+    record_system_event(db, send=send, name="email.opened", at=now)
+
+
+def mark_clicked(db: Session, *, send: Send, url: str) -> None:
+    """A tracked link was followed. Every click is an event; `clickedAt` keeps the first."""
+    now = utcnow()
+    send.clicked_at = send.clicked_at or now
+    _touch(send, now)
+    record_system_event(db, send=send, name="email.clicked", at=now, extra={"url": url})
+
+
+def mark_unsubscribed(db: Session, *, send: Send) -> bool:
+    """Unsubscribe the send's contact; the event is recorded only when the state changes."""
+    now = utcnow()
+    changed = db.execute(
+        update(Contact)
+        .where(Contact.tenant_id == send.tenant_id, Contact.id == send.contact_id,
+               Contact.subscribed.is_(True))
+        .values(subscribed=False, updated_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    if not changed:
+        return False
+    send.unsubscribed_at = send.unsubscribed_at or now
+    _touch(send, now)
+    record_system_event(db, send=send, name="email.unsubscribed", at=now)
+    return True

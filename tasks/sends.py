@@ -1,0 +1,3 @@
+"""Celery entrypoints for sending e-mail."""
+
+from __future__ import annotations
