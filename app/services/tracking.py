@@ -62,8 +62,8 @@ def instrument_html(body: str, *, public_url: str, secret_keys: Sequence[str],
     finder.feed(body)
     finder.close()
     line_starts = [0]
-    for line in body.splitlines(keepends=True):
-        line_starts.append(line_starts[-1] + len(line))
+    for text_line in body.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(text_line))
     links: list[str] = []
     pieces: list[str] = []
     cursor = 0
