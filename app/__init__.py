@@ -36,8 +36,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_api(app)
 
     def publish(messages: list[dict[str, Any]]) -> None:
-        ingest_events.apply_async(args=(messages,))
+        # A fixed argsrepr: Celery would otherwise build a safe repr of every event for the
+        # message headers (the largest publishing cost), and put e-mail addresses in Flower.
+        ingest_events.apply_async(args=(messages,), argsrepr=f"[{len(messages)} events]",
+                                  kwargsrepr="{}")
 
     app.extensions["ingest_batcher"] = IngestBatcher(
-        publish, max_batch=settings.ingest_max_batch, timeout_s=settings.ingest_publish_timeout_s)
+        publish, max_batch=settings.ingest_max_batch, linger_s=settings.ingest_linger_ms / 1000,
+        timeout_s=settings.ingest_publish_timeout_s)
     return app

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from flask import g
 from flask import request
+from sqlalchemy import bindparam
 from sqlalchemy import select
 
 from app import db
@@ -42,16 +43,22 @@ def _bearer_token() -> str | None:
     return token.strip()
 
 
-def tenant_for_key(raw_key: str) -> str | None:
-    """The tenant id an active key belongs to, or None."""
-    digest = hash_key(raw_key)
-    row = db.session.execute(
-        select(ApiKey.tenant_id, ApiKey.key_hash)
-        .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-    ).first()
+_ACTIVE_KEY = select(ApiKey.tenant_id, ApiKey.key_hash).where(
+    ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+
+
+def _load_tenant(digest: str) -> str | None:
+    # A short Core connection, not the request's ORM session: nothing is left open on it.
+    with db.get_engine().connect() as connection:
+        row = connection.execute(_ACTIVE_KEY, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return str(row.tenant_id)
+
+
+def tenant_for_key(raw_key: str) -> str | None:
+    """The tenant id an active key belongs to, or None."""
+    return db.key_cache().lookup(hash_key(raw_key), _load_tenant)
 
 
 def require_api_key(view: F) -> F:

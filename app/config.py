@@ -24,6 +24,20 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _csv(env: dict[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
 def normalise_database_url(url: str) -> str:
     """Accept Heroku-style `postgres://` and pin psycopg2 (SQLAlchemy 2.1 defaults to psycopg 3)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -76,13 +90,26 @@ class Settings:
     email_from: str
     max_body_bytes: int = 256 * KIB
     max_batch_body_bytes: int = 4096 * KIB
-    ingest_linger_ms: int = 2
+    ingest_linger_ms: int = 10
     ingest_max_batch: int = 500
     ingest_publish_timeout_s: int = 10
     broker_visibility_timeout_s: int = 900
     archive_interval_s: int = 600
     archive_batch_size: int = 5000
     idempotency_ttl_s: int = 24 * 3600
+    # SES feedback through SNS: topics we accept (empty: any, with a warning) and the hosts that
+    # may serve signing certificates and subscription links (`*` is one DNS label).
+    ses_sns_topic_arns: tuple[str, ...] = ()
+    ses_sns_trusted_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)
+    smtp_timeout_s: float = 30.0
+    # Sending: attempts per send for transient failures (4xx, connection errors), the first retry
+    # delay (doubled each time), when a send stuck in `sending` counts as interrupted, and when a
+    # `queued` send with no task in sight is enqueued again.
+    send_max_attempts: int = 5
+    send_retry_base_s: float = 60.0
+    send_stale_after_s: int = 600
+    send_requeue_after_s: int = 60
+    send_sweep_interval_s: int = 60
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -117,11 +144,20 @@ class Settings:
             email_from=env.get("EMAIL_FROM") or "Kraiter <no-reply@localhost>",
             max_body_bytes=_int(env, "KRAITER_MAX_BODY_BYTES", 256 * KIB),
             max_batch_body_bytes=_int(env, "KRAITER_MAX_BATCH_BODY_BYTES", 4096 * KIB),
-            ingest_linger_ms=_int(env, "KRAITER_INGEST_LINGER_MS", 2),
+            ingest_linger_ms=_int(env, "KRAITER_INGEST_LINGER_MS", 10),
             ingest_max_batch=_int(env, "KRAITER_INGEST_MAX_BATCH", 500),
             broker_visibility_timeout_s=_int(env, "KRAITER_BROKER_VISIBILITY_TIMEOUT", 900),
             archive_interval_s=_int(env, "KRAITER_ARCHIVE_INTERVAL", 600),
             archive_batch_size=_int(env, "KRAITER_ARCHIVE_BATCH_SIZE", 5000),
+            smtp_timeout_s=_float(env, "SMTP_TIMEOUT", 30.0),
+            send_max_attempts=max(1, _int(env, "KRAITER_SEND_MAX_ATTEMPTS", 5)),
+            send_retry_base_s=_float(env, "KRAITER_SEND_RETRY_BASE", 60.0),
+            send_stale_after_s=_int(env, "KRAITER_SEND_STALE_AFTER", 600),
+            send_requeue_after_s=_int(env, "KRAITER_SEND_REQUEUE_AFTER", 60),
+            send_sweep_interval_s=_int(env, "KRAITER_SEND_SWEEP_INTERVAL", 60),
+            ses_sns_topic_arns=_csv(env, "SES_SNS_TOPIC_ARNS"),
+            ses_sns_trusted_hosts=(_csv(env, "SES_SNS_TRUSTED_HOSTS")
+                                   or ("sns.*.amazonaws.com",)),
         )
 
 
@@ -161,5 +197,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "archive-events": {"task": "events.archive",
                                "schedule": float(settings.archive_interval_s)},
             "purge-idempotency-keys": {"task": "idempotency.purge", "schedule": 3600.0},
+            "sweep-stale-sends": {"task": "sends.sweep_stale",
+                                  "schedule": float(settings.send_sweep_interval_s)},
+            "requeue-lost-sends": {"task": "sends.requeue_lost",
+                                   "schedule": float(settings.send_sweep_interval_s)},
         },
     }

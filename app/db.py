@@ -29,6 +29,7 @@ from sqlalchemy.orm import scoped_session
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from app.key_cache import KeyCache
 from app.timeutil import as_utc
 
 NAMING_CONVENTION = {
@@ -68,6 +69,7 @@ _scoped: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=
 # type-checks) it as a plain Session; only `remove_session` needs the registry itself.
 session = cast(Session, _scoped)
 _engine: Engine | None = None
+_key_cache: KeyCache | None = None
 
 
 def remove_session() -> None:
@@ -119,6 +121,14 @@ def init_engine(url: str) -> Engine:
     return _engine
 
 
+def key_cache() -> KeyCache:
+    """This process's API key cache (see app.key_cache), bound to the current engine."""
+    global _key_cache
+    if _key_cache is None or not _key_cache.serves(get_engine()):
+        _key_cache = KeyCache(get_engine())
+    return _key_cache
+
+
 def get_engine() -> Engine:
     """The engine `init_engine` made; fails loudly if the process was not wired."""
     if _engine is None:
@@ -152,13 +162,21 @@ def is_postgres(db: Session) -> bool:
 
 
 def insert_ignoring_conflicts(db: Session, table: Any, rows: Sequence[dict[str, Any]],
-                              conflict_columns: Sequence[str]) -> None:
-    """Multi-row INSERT that skips rows clashing on `conflict_columns` (ON CONFLICT DO NOTHING)."""
+                              conflict_columns: Sequence[str]) -> list[Any]:
+    """Multi-row INSERT ... ON CONFLICT DO NOTHING; return the conflict keys of the new rows.
+
+    RETURNING is what makes SQLAlchemy send the rows as multi-row VALUES statements
+    ("insertmanyvalues", compiled once and cached); a plain executemany would go row by row
+    on psycopg2. The returned keys also tell callers which rows were new (not duplicates).
+    """
     if not rows:
-        return
+        return []
     dialect_insert = postgresql.insert if is_postgres(db) else sqlite.insert
-    statement = dialect_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
-    db.execute(statement, list(rows))
+    statement = (dialect_insert(table)
+                 .on_conflict_do_nothing(index_elements=list(conflict_columns))
+                 .returning(*(table.c[name] for name in conflict_columns)))
+    result = db.execute(statement, list(rows))
+    return [row[0] if len(conflict_columns) == 1 else tuple(row) for row in result]
 
 
 def insert_if_absent(db: Session, table: Any, row: dict[str, Any],

@@ -3,8 +3,10 @@
 Publishing a message costs about half a millisecond whatever its size, so one message per event
 caps a web process at a few thousand events a second and makes the worker pay per-message costs
 too. Request threads hand their events to one publisher thread per process and wait; while it
-publishes, the next requests queue up and go together in the following message. Nobody waits
-for a timer: at low load a batch is one request, under load it grows by itself. A request is
+publishes, the next requests queue up and go together in the following message. The publisher
+also lingers a few milliseconds after the first event of a batch (`KRAITER_INGEST_LINGER_MS`):
+that costs each request at most the linger, and under load turns messages of a couple of events
+into messages of dozens, which is what the worker's per-message cost needs. A request is
 answered only after its message is in the broker.
 """
 
@@ -14,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -36,9 +39,11 @@ class _Ticket:
 class IngestBatcher:
     """Collects events from request threads and publishes them in as few messages as possible."""
 
-    def __init__(self, publish: Publish, *, max_batch: int = 500, timeout_s: float = 10.0) -> None:
+    def __init__(self, publish: Publish, *, max_batch: int = 500, linger_s: float = 0.0,
+                 timeout_s: float = 10.0) -> None:
         self._publish = publish
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._timeout_s = timeout_s
         self._queue: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -69,9 +74,10 @@ class IngestBatcher:
     def _take_batch(self) -> list[_Ticket]:
         batch = [self._queue.get()]
         count = len(batch[0].events)
+        deadline = time.monotonic() + self._linger_s
         while count < self._max_batch:
             try:
-                ticket = self._queue.get_nowait()
+                ticket = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             batch.append(ticket)

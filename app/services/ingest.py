@@ -102,13 +102,32 @@ def upsert_contacts(db: Session, *, tenant_id: str, emails: Iterable[str]) -> di
         rows = [{"id": new_id("cnt"), "tenant_id": tenant_id, "email": email, "properties": {},
                  "subscribed": True, "suppressed": False, "created_at": now, "updated_at": now}
                 for email in missing]
-        insert_ignoring_conflicts(db, Contact.__table__, rows, ["tenant_id", "email"])
-        known.update(_contact_ids(db, tenant_id, missing))
+        created = {email for _, email in
+                   insert_ignoring_conflicts(db, Contact.__table__, rows, ["tenant_id", "email"])}
+        known.update({str(row["email"]): str(row["id"]) for row in rows if row["email"] in created})
+        raced = [email for email in missing if email not in created]
+        if raced:  # created by a concurrent transaction in the meantime
+            known.update(_contact_ids(db, tenant_id, raced))
     return known
 
 
+# Tenants this process has seen in the database. Tenants are not deleted in normal operation, so
+# after warming up a batch costs no tenant query at all; `forget_known_tenants` resets it when
+# a batch fails because a tenant vanished after all.
+_known_tenants: set[str] = set()
+
+
+def forget_known_tenants() -> None:
+    """Drop the cache of existing tenants (after a batch hit a deleted tenant)."""
+    _known_tenants.clear()
+
+
 def _live_tenants(db: Session, tenant_ids: Iterable[str]) -> set[str]:
-    return set(db.scalars(select(Tenant.id).where(Tenant.id.in_(sorted(set(tenant_ids))))))
+    wanted = set(tenant_ids)
+    unknown = sorted(wanted - _known_tenants)
+    if unknown:
+        _known_tenants.update(db.scalars(select(Tenant.id).where(Tenant.id.in_(unknown))))
+    return wanted & _known_tenants
 
 
 def store_events(db: Session, *, messages: list[EventMessage], source: str = "api"

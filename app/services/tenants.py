@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.auth import generate_raw_key
 from app.auth import hash_key
+from app.db import is_postgres
 from app.errors import BadRequest
 from app.errors import NotFound
 from app.ids import new_id
+from app.key_cache import CHANNEL as KEY_CHANNEL
 from app.models import DEFAULT_RETENTION_DAYS
 from app.models import ApiKey
 from app.models import Tenant
@@ -103,6 +106,10 @@ def revoke_key(db: Session, *, key_id: str) -> ApiKey:
         raise NotFound(f"Key {key_id} not found.")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        if is_postgres(db):
+            # Delivered at commit to every web process's key cache (app.key_cache).
+            db.execute(text("SELECT pg_notify(:channel, :digest)"),
+                       {"channel": KEY_CHANNEL, "digest": key.key_hash})
     return key
 
 

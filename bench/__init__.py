@@ -1,0 +1,1 @@
+"""Benchmarks: `python bench/ingest.py` and `python bench/list_events.py` (see bench/README.md)."""
