@@ -12,6 +12,7 @@ from app.config import Settings
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: settings → database → Celery → errors → routes → ingest publisher."""
     from app import db
+    from app import observability
     from app.api import register_api
     from app.config import celery_config
     from app.errors import register_error_handlers
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(SETTINGS=settings, CELERY=celery_config(settings),
                       MAX_CONTENT_LENGTH=settings.max_batch_body_bytes)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    observability.init_app(app)  # JSON logs first, so every later line is JSON too
 
     db.init_engine(settings.database_url)
 

@@ -38,6 +38,21 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def _log_level(env: dict[str, str]) -> str:
+    level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SystemExit(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                         f"got {level!r}")
+    return level
+
+
+def _basic_auth(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(name) or None
+    if raw is not None and ":" not in raw:
+        raise SystemExit(f"{name} must be user:password")
+    return raw
+
+
 def normalise_database_url(url: str) -> str:
     """Accept Heroku-style `postgres://` and pin psycopg2 (SQLAlchemy 2.1 defaults to psycopg 3)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -110,6 +125,16 @@ class Settings:
     send_stale_after_s: int = 600
     send_requeue_after_s: int = 60
     send_sweep_interval_s: int = 60
+    # Sequences: steps due within `sequence_fast_path_s` also go to Celery with an ETA; the beat
+    # sweeper runs every `sequence_sweep_interval_s`, claims rows due within twice that, and
+    # re-enqueues a step whose task has not run `sequence_requeue_after_s` after it fell due.
+    sequence_fast_path_s: int = 300
+    sequence_sweep_interval_s: float = 5.0
+    sequence_requeue_after_s: int = 60
+    sequence_sweep_batch: int = 500
+    # Operations: level of the app's JSON logs, and `user:pass` guarding GET /metrics (None: open).
+    log_level: str = "INFO"
+    metrics_basic_auth: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -158,6 +183,12 @@ class Settings:
             ses_sns_topic_arns=_csv(env, "SES_SNS_TOPIC_ARNS"),
             ses_sns_trusted_hosts=(_csv(env, "SES_SNS_TRUSTED_HOSTS")
                                    or ("sns.*.amazonaws.com",)),
+            sequence_fast_path_s=_int(env, "KRAITER_SEQUENCE_FAST_PATH", 300),
+            sequence_sweep_interval_s=_float(env, "KRAITER_SEQUENCE_SWEEP_INTERVAL", 5.0),
+            sequence_requeue_after_s=_int(env, "KRAITER_SEQUENCE_REQUEUE_AFTER", 60),
+            sequence_sweep_batch=max(1, _int(env, "KRAITER_SEQUENCE_SWEEP_BATCH", 500)),
+            log_level=_log_level(env),
+            metrics_basic_auth=_basic_auth(env, "METRICS_BASIC_AUTH"),
         )
 
 
@@ -192,7 +223,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_prefetch_multiplier": 4,
         "worker_soft_shutdown_timeout": 20,
         "worker_enable_soft_shutdown_on_idle": True,
-        "include": ["tasks.events", "tasks.retention", "tasks.sends"],
+        "include": ["tasks.events", "tasks.retention", "tasks.sends", "tasks.sequences"],
         "beat_schedule": {
             "archive-events": {"task": "events.archive",
                                "schedule": float(settings.archive_interval_s)},
@@ -201,5 +232,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
                                   "schedule": float(settings.send_sweep_interval_s)},
             "requeue-lost-sends": {"task": "sends.requeue_lost",
                                    "schedule": float(settings.send_sweep_interval_s)},
+            "sweep-sequence-steps": {"task": "sequences.sweep",
+                                     "schedule": settings.sequence_sweep_interval_s},
         },
     }

@@ -7,11 +7,13 @@ from typing import Any
 
 from sqlalchemy import Boolean
 from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKeyConstraint
 from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
 from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
+from sqlalchemy import text
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
@@ -197,3 +199,74 @@ class WebhookDelivery(Base):
     provider: Mapped[str] = mapped_column(String(32), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Sequence(Base):
+    """A tenant's sequence (client-chosen id); `version` is the current definition's number."""
+
+    __tablename__ = "sequences"
+    __table_args__ = (Index("ix_sequences_tenant_status", "tenant_id", "status", "id"),)
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SequenceVersion(Base):
+    """An immutable definition snapshot; enrolments run the version they enrolled in."""
+
+    __tablename__ = "sequence_versions"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "sequence_id"], ["sequences.tenant_id", "sequences.id"],
+                             ondelete="CASCADE"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sequence_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[str] = mapped_column(Text)  # the text as the client gave it
+    triggers: Mapped[Any] = mapped_column(JSONDocument, nullable=True)  # the request's, as given
+    canonical: Mapped[str] = mapped_column(Text)  # Definition.to_json(): what the engine runs
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Enrolment(Base):
+    """A contact's way through one sequence version; `next_step_at` is the schedule's truth.
+
+    `exclusive` is false only for `reenrol: always` enrolments, which may run side by side; the
+    partial unique index allows one active exclusive enrolment per contact and sequence.
+    `enqueued_at` says when a task was last sent for the pending step (the sweeper's bookmark).
+    """
+
+    __tablename__ = "enrolments"
+    __table_args__ = (
+        Index("uq_enrolments_one_active", "tenant_id", "sequence_id", "contact_id", unique=True,
+              postgresql_where=text("status = 'active' AND exclusive"),
+              sqlite_where=text("status = 'active' AND exclusive")),
+        Index("ix_enrolments_due", "next_step_at",
+              postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'")),
+        Index("ix_enrolments_scheduled", "tenant_id", "next_step_at", "id",
+              postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'")),
+        Index("ix_enrolments_sequence", "tenant_id", "sequence_id", "id"),
+        Index("ix_enrolments_contact", "tenant_id", "contact_id", "sequence_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    sequence_id: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    contact_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    exclusive: Mapped[bool] = mapped_column(Boolean, default=True)
+    current_step: Mapped[int] = mapped_column(Integer, default=0)
+    next_step_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exit_reason: Mapped[str | None] = mapped_column(String(40))
+    event: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

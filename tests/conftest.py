@@ -29,7 +29,8 @@ from tests.support import prepare_backend
 # In the order a worker's transaction touches them, so TRUNCATE queues behind a worker still
 # storing the previous test's events instead of deadlocking with it.
 TABLES = ("tenants", "api_keys", "contacts", "events", "events_archive", "idempotency_keys",
-          "templates", "sends", "webhook_deliveries")
+          "templates", "sends", "webhook_deliveries", "sequences", "sequence_versions",
+          "enrolments")
 
 
 @pytest.fixture(scope="session")

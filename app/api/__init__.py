@@ -10,7 +10,10 @@ def register_api(app: Flask) -> None:
     from app.api import contacts  # noqa: F401
     from app.api import events  # noqa: F401
     from app.api import meta  # noqa: F401
+    from app.api import metrics  # noqa: F401
+    from app.api import ops  # noqa: F401
     from app.api import sends  # noqa: F401
+    from app.api import sequences  # noqa: F401
     from app.api import templates  # noqa: F401
     from app.api import tracking  # noqa: F401
     from app.api import webhooks  # noqa: F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from apispec import APISpec
@@ -70,8 +71,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                                "content": {"application/json": {"schema": op.body}}}
     if op.query is not None:
         spec["parameters"] = [{"in": "query", "schema": op.query}]
-    if "{" in op.path:
-        name = op.path.split("{", 1)[1].split("}", 1)[0]
+    for name in re.findall(r"{(\w+)}", op.path):  # every path parameter, not just the first
         spec.setdefault("parameters", []).append(
             {"in": "path", "name": name, "required": True, "schema": {"type": "string"}})
     if (op.path, op.method) in KEYED_OPERATIONS:

@@ -21,6 +21,7 @@ from app.ids import new_id
 from app.models import Contact
 from app.models import Event
 from app.models import Tenant
+from app.services import triggers
 from app.timeutil import isoformat
 from app.timeutil import parse_iso
 from app.timeutil import utcnow
@@ -160,5 +161,8 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
         }
         for message in messages
     ]
-    insert_ignoring_conflicts(db, Event.__table__, sorted(rows, key=lambda r: r["id"]), ["id"])
+    inserted = set(insert_ignoring_conflicts(db, Event.__table__,
+                                             sorted(rows, key=lambda r: r["id"]), ["id"]))
+    # Only events stored just now: a redelivered batch must not enrol anyone twice.
+    triggers.on_events_stored(db, rows=[row for row in rows if row["id"] in inserted])
     return rows

@@ -1,0 +1,236 @@
+"""Sequences over HTTP (contract §5): upsert and versions, lifecycle, enrolments, scheduled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import db
+from app.models import Enrolment
+from app.models import Send
+from tests.conftest import Tenant
+
+SEED = """
+trigger:
+  event: purchase.completed
+steps:
+  - action: email
+    template: order-confirmation
+  - action: delay
+    duration: 3d
+  - action: email
+    template: review-request
+exitConditions:
+  - event: purchase.refunded
+"""
+
+API_ONLY = """
+trigger:
+  api: true
+reenrol: never
+steps:
+  - send: welcome
+  - delay: 1d
+  - send: tips
+"""
+
+
+def put_template(tenant: Tenant, template_id: str) -> None:
+    response = tenant.put(f"/api/templates/{template_id}",
+                          json={"name": template_id, "subject": "Hi", "html": "<p>Hi</p>"})
+    assert response.status_code in (200, 201), response.get_json()
+
+
+def put_sequence(tenant: Tenant, sequence_id: str, definition: str, **extra: Any) -> Any:
+    return tenant.put(f"/api/sequences/{sequence_id}",
+                      json={"name": sequence_id.title(), "definition": definition, **extra})
+
+
+def active_sequence(tenant: Tenant, sequence_id: str, definition: str,
+                    templates: tuple[str, ...]) -> None:
+    for template in templates:
+        put_template(tenant, template)
+    assert put_sequence(tenant, sequence_id, definition).status_code in (200, 201)
+    assert tenant.post(f"/api/sequences/{sequence_id}/activate").status_code == 200
+
+
+def test_put_creates_a_draft_then_versions_changes(tenant: Tenant) -> None:
+    created = put_sequence(tenant, "post-purchase", SEED)
+    assert created.status_code == 201
+    body = created.get_json()
+    assert body["id"] == "post-purchase" and body["status"] == "draft"
+    assert body["definition"] == SEED and body["version"] == 1
+    assert body["triggers"] == [{"event": "purchase.completed"}]
+    assert body["createdAt"].endswith("Z") and body["updatedAt"].endswith("Z")
+
+    again = put_sequence(tenant, "post-purchase", SEED)
+    assert again.status_code == 200
+    assert again.get_json()["version"] == 1
+    assert again.get_json()["updatedAt"] == body["updatedAt"]
+
+    changed = put_sequence(tenant, "post-purchase", SEED.replace("3d", "2d"))
+    assert changed.status_code == 200 and changed.get_json()["version"] == 2
+    fetched = tenant.get("/api/sequences/post-purchase").get_json()
+    assert fetched["version"] == 2 and "2d" in fetched["definition"]
+
+
+def test_request_triggers_replace_the_definitions(tenant: Tenant) -> None:
+    response = put_sequence(tenant, "short", "steps:\n  - send: a\n  - delay: 1d\n",
+                            triggers=[{"event": "signed.up"}])
+    assert response.status_code == 201
+    assert response.get_json()["triggers"] == [{"event": "signed.up"}]
+    json_form = ('{"steps": [{"type": "email", "templateId": "a"}, '
+                 '{"type": "delay", "duration": "2d"}]}')
+    sdk = put_sequence(tenant, "sdk", json_form,
+                       triggers=[{"type": "event", "eventName": "user.created"}])
+    assert sdk.status_code == 201 and sdk.get_json()["triggers"] == [{"event": "user.created"}]
+
+
+def test_invalid_definitions_name_the_step_and_field(tenant: Tenant) -> None:
+    response = put_sequence(tenant, "bad", "steps:\n  - action: delay\n    duration: 3 days\n")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert "steps[0].duration" in str(error["details"])
+    assert put_sequence(tenant, "bad", "steps: [").status_code == 400
+    missing = tenant.put("/api/sequences/bad", json={"name": "x"})
+    assert missing.status_code == 400 and "definition" in missing.get_json()["error"]["details"]
+    assert tenant.get("/api/sequences/bad").status_code == 404
+
+
+def test_activation_needs_every_template(tenant: Tenant) -> None:
+    put_sequence(tenant, "post-purchase", SEED)
+    put_template(tenant, "order-confirmation")
+    refused = tenant.post("/api/sequences/post-purchase/activate")
+    assert refused.status_code == 422
+    assert refused.get_json()["error"]["code"] == "UNPROCESSABLE_ENTITY"
+    assert "review-request" in refused.get_json()["error"]["message"]
+    put_template(tenant, "review-request")
+    activated = tenant.post("/api/sequences/post-purchase/activate")
+    assert activated.status_code == 200 and activated.get_json()["status"] == "active"
+
+
+def test_lifecycle_transitions(tenant: Tenant) -> None:
+    put_sequence(tenant, "seq", SEED)
+    assert tenant.post("/api/sequences/seq/resume").status_code == 422  # a draft
+    assert tenant.post("/api/sequences/seq/pause").status_code == 422
+    active_sequence(tenant, "seq", SEED, ("order-confirmation", "review-request"))
+    assert tenant.post("/api/sequences/seq/activate").status_code == 200  # already: no-op
+    assert tenant.post("/api/sequences/seq/pause").get_json()["status"] == "paused"
+    assert tenant.post("/api/sequences/seq/activate").status_code == 422  # resume it instead
+    assert tenant.post("/api/sequences/seq/resume").get_json()["status"] == "active"
+    assert tenant.post("/api/sequences/seq/archive").get_json()["status"] == "archived"
+    assert tenant.post("/api/sequences/seq/resume").status_code == 422
+    assert tenant.post("/api/sequences/nope/pause").status_code == 404
+
+
+def test_list_by_status_and_delete(tenant: Tenant, other_tenant: Tenant) -> None:
+    active_sequence(tenant, "a", SEED, ("order-confirmation", "review-request"))
+    put_sequence(tenant, "b", SEED)
+    assert [s["id"] for s in tenant.get("/api/sequences").get_json()["data"]] == ["a", "b"]
+    assert [s["id"] for s in tenant.get("/api/sequences?status=draft").get_json()["data"]] == [
+        "b"]
+    assert tenant.get("/api/sequences?status=nope").status_code == 400
+    assert other_tenant.get("/api/sequences/a").status_code == 404
+    assert other_tenant.get("/api/sequences").get_json()["data"] == []
+    enrolled = tenant.post("/api/sequences/a/enrolments", json={"email": "ann@example.com"})
+    assert enrolled.status_code == 201
+    assert tenant.delete("/api/sequences/a").status_code == 204
+    assert tenant.get("/api/sequences/a").status_code == 404
+    mine = tenant.get("/api/contacts/ann@example.com/enrolments").get_json()["data"]
+    assert [(e["status"], e["exitReason"]) for e in mine] == [("exited", "sequenceDeleted")]
+
+
+def test_manual_enrolment_sends_the_first_step(tenant: Tenant) -> None:
+    active_sequence(tenant, "onboarding", API_ONLY, ("welcome", "tips"))
+    response = tenant.post("/api/sequences/onboarding/enrolments",
+                           json={"email": "ann@example.com"})
+    assert response.status_code == 201
+    enrolment = response.get_json()
+    assert enrolment["id"].startswith("enr_") and enrolment["sequenceId"] == "onboarding"
+    assert enrolment["status"] == "active" and enrolment["currentStep"] == 2
+    assert enrolment["nextStepAt"] is not None and enrolment["exitReason"] is None
+    with db.transaction() as session:
+        sends = session.query(Send).all()
+        assert [(s.template_id, s.source, s.source_id, s.step_index) for s in sends] == [
+            ("welcome", "sequence", "onboarding", 0)]
+    # reenrol: never
+    again = tenant.post("/api/sequences/onboarding/enrolments", json={"email": "ann@example.com"})
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "CONFLICT"
+    listed = tenant.get("/api/sequences/onboarding/enrolments?status=active").get_json()
+    assert [e["id"] for e in listed["data"]] == [enrolment["id"]]
+    by_contact = tenant.get(f"/api/contacts/{enrolment['contactId']}/enrolments").get_json()
+    assert [e["id"] for e in by_contact["data"]] == [enrolment["id"]]
+
+
+def test_only_active_sequences_enrol(tenant: Tenant) -> None:
+    put_sequence(tenant, "draft", API_ONLY)
+    response = tenant.post("/api/sequences/draft/enrolments", json={"email": "a@example.com"})
+    assert response.status_code == 422
+    assert tenant.post("/api/sequences/none/enrolments",
+                       json={"email": "a@example.com"}).status_code == 404
+    active_sequence(tenant, "s", API_ONLY, ("welcome", "tips"))
+    assert tenant.post("/api/sequences/s/enrolments", json={}).status_code == 400
+    assert tenant.post("/api/sequences/s/enrolments",
+                       json={"contactId": "cnt_nope"}).status_code == 404
+
+
+def test_reenrol_after_completion_waits_for_the_active_one(tenant: Tenant) -> None:
+    active_sequence(tenant, "s", API_ONLY.replace("never", "afterCompletion"),
+                    ("welcome", "tips"))
+    first = tenant.post("/api/sequences/s/enrolments", json={"email": "a@example.com"})
+    assert tenant.post("/api/sequences/s/enrolments",
+                       json={"email": "a@example.com"}).status_code == 409
+    exited = tenant.delete(f"/api/sequences/s/enrolments/{first.get_json()['id']}")
+    assert exited.status_code == 200
+    assert exited.get_json()["status"] == "exited" and exited.get_json()["exitReason"] == "manual"
+    assert exited.get_json()["nextStepAt"] is None
+    assert tenant.post("/api/sequences/s/enrolments",
+                       json={"email": "a@example.com"}).status_code == 201
+    always = API_ONLY.replace("never", "always")
+    active_sequence(tenant, "t", always, ())
+    for _ in range(2):
+        assert tenant.post("/api/sequences/t/enrolments",
+                           json={"email": "b@example.com"}).status_code == 201
+
+
+def test_unsubscribed_contacts_exit_with_a_reason(tenant: Tenant) -> None:
+    active_sequence(tenant, "s", API_ONLY, ("welcome", "tips"))
+    tenant.post("/api/contacts", json={"email": "gone@example.com", "subscribed": False})
+    response = tenant.post("/api/sequences/s/enrolments", json={"email": "gone@example.com"})
+    assert response.status_code == 201
+    assert response.get_json()["status"] == "exited"
+    assert response.get_json()["exitReason"] == "unsubscribed"
+    with db.transaction() as session:
+        assert session.query(Send).count() == 0
+
+
+def test_scheduled_lists_pending_steps_earliest_first(tenant: Tenant) -> None:
+    active_sequence(tenant, "s", API_ONLY.replace("never", "always"), ("welcome", "tips"))
+    ids = [tenant.post("/api/sequences/s/enrolments", json={"email": f"{n}@example.com"}
+                       ).get_json()["id"] for n in ("a", "b", "c")]
+    page = tenant.get("/api/scheduled?limit=2").get_json()
+    assert [item["enrolmentId"] for item in page["data"]] == ids[:2]
+    item = page["data"][0]
+    assert item["action"] == "email" and item["templateId"] == "tips" and item["step"] == 2
+    assert item["email"] == "a@example.com" and item["sequenceId"] == "s"
+    assert item["scheduledFor"].endswith("Z") and item["id"].startswith("sch_")
+    rest = tenant.get(f"/api/scheduled?limit=2&cursor={page['nextCursor']}").get_json()
+    assert [i["enrolmentId"] for i in rest["data"]] == ids[2:] and rest["nextCursor"] is None
+    tenant.post("/api/sequences/s/pause")
+    with db.transaction() as session:
+        assert session.query(Enrolment).filter_by(status="active").count() == 3
+
+
+def test_editing_keeps_enrolments_on_their_version(tenant: Tenant) -> None:
+    active_sequence(tenant, "s", API_ONLY.replace("never", "always"), ("welcome", "tips"))
+    tenant.post("/api/sequences/s/enrolments", json={"email": "a@example.com"})
+    changed = put_sequence(tenant, "s", API_ONLY.replace("tips", "missing"))
+    assert changed.status_code == 422  # an active sequence's new version must be runnable
+    put_template(tenant, "other")
+    assert put_sequence(tenant, "s", API_ONLY.replace("tips", "other")).status_code == 200
+    tenant.post("/api/sequences/s/enrolments", json={"email": "b@example.com"})
+    with db.transaction() as session:
+        versions = sorted(e.version for e in session.query(Enrolment))
+    assert versions == [1, 2]
+    items = tenant.get("/api/scheduled").get_json()["data"]
+    assert [item["templateId"] for item in items] == ["tips", "other"]
