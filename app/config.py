@@ -203,8 +203,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # kombu scans for unacked messages of dead workers every 10 s but, by default, only acts
         # on every tenth scan; act on each, so a crashed worker's batches return soon after the
         # visibility timeout rather than minutes later.
+        # The restore scan runs under a Redis lock that outlives a SIGKILLed holder for
+        # `unacked_mutex_expire` (kombu default 300 s); a scan takes milliseconds, so a minute
+        # is plenty and keeps a crash from delaying recovery by five.
         transport_options.update(socket_timeout=30, socket_connect_timeout=10,
-                                 health_check_interval=25, unacked_restore_throttle=1)
+                                 health_check_interval=25, unacked_restore_throttle=1,
+                                 unacked_mutex_expire=60)
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
