@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.config import celery_config
     from app.errors import register_error_handlers
     from app.ingest_batcher import IngestBatcher
+    from app.live_feed import FeedHub
     from tasks.celery_app import celery_init_app
     from tasks.events import ingest_events
 
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         ingest_events.apply_async(args=(messages,), argsrepr=f"[{len(messages)} events]",
                                   kwargsrepr="{}")
 
+    app.extensions["live_feed"] = FeedHub(poll_interval=settings.stream_poll_ms / 1000,
+                                          max_streams=settings.max_streams)
     app.extensions["ingest_batcher"] = IngestBatcher(
         publish, max_batch=settings.ingest_max_batch, linger_s=settings.ingest_linger_ms / 1000,
         timeout_s=settings.ingest_publish_timeout_s)

@@ -58,19 +58,30 @@ def _load_tenant(digest: str) -> str | None:
 
 def tenant_for_key(raw_key: str) -> str | None:
     """The tenant id an active key belongs to, or None."""
-    return db.key_cache().lookup(hash_key(raw_key), _load_tenant)
+    return tenant_for_digest(hash_key(raw_key))
+
+
+def tenant_for_digest(digest: str) -> str | None:
+    """The tenant id of the active key with this digest (`hash_key`), or None once revoked."""
+    return db.key_cache().lookup(digest, _load_tenant)
+
+
+def bearer_key_digest() -> str | None:
+    """The digest of the request's bearer key, if it sent one that looks like a key."""
+    token = _bearer_token()
+    return hash_key(token) if token else None
 
 
 def require_api_key(view: F) -> F:
-    """Resolve the tenant from the bearer key into `g.tenant_id`, or answer 401."""
+    """Resolve the tenant from the bearer key into `g.tenant_id` (and `g.key_digest`), or 401."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = _bearer_token()
-        tenant_id = tenant_for_key(token) if token else None
+        digest = bearer_key_digest()
+        tenant_id = tenant_for_digest(digest) if digest else None
         if tenant_id is None:
             raise Unauthorised(_UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"})
-        g.tenant_id = tenant_id
+        g.tenant_id, g.key_digest = tenant_id, digest
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -90,6 +91,14 @@ def database_url_from_env(env: dict[str, str]) -> str:
     return normalise_database_url(url)
 
 
+DEFAULT_MAX_STREAMS = 100
+
+
+def stream_slots(env: Mapping[str, str]) -> int:
+    """Live-feed streams one web process serves at once (`KRAITER_MAX_STREAMS`)."""
+    return max(1, _int(dict(env), "KRAITER_MAX_STREAMS", DEFAULT_MAX_STREAMS))
+
+
 @dataclass(frozen=True)
 class Settings:
     """The process configuration. Build it with `Settings.from_env()`."""
@@ -134,6 +143,11 @@ class Settings:
     sequence_sweep_batch: int = 500
     # Operations: level of the app's JSON logs, and `user:pass` guarding GET /metrics (None: open).
     log_level: str = "INFO"
+    # Live feed: open streams a web process serves (each holds a thread, on top of WEB_THREADS),
+    # how often it polls for new events, and the heartbeat interval.
+    max_streams: int = DEFAULT_MAX_STREAMS
+    stream_poll_ms: int = 250
+    stream_heartbeat_s: float = 10.0
     metrics_basic_auth: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -188,6 +202,9 @@ class Settings:
             sequence_requeue_after_s=_int(env, "KRAITER_SEQUENCE_REQUEUE_AFTER", 60),
             sequence_sweep_batch=max(1, _int(env, "KRAITER_SEQUENCE_SWEEP_BATCH", 500)),
             log_level=_log_level(env),
+            max_streams=stream_slots(env),
+            stream_poll_ms=max(10, _int(env, "KRAITER_STREAM_POLL_MS", 250)),
+            stream_heartbeat_s=min(15.0, _float(env, "KRAITER_STREAM_HEARTBEAT", 10.0)),
             metrics_basic_auth=_basic_auth(env, "METRICS_BASIC_AUTH"),
         )
 

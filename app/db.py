@@ -15,6 +15,7 @@ from typing import Any
 from typing import cast
 
 from sqlalchemy import JSON
+from sqlalchemy import Connection
 from sqlalchemy import DateTime
 from sqlalchemy import Engine
 from sqlalchemy import MetaData
@@ -93,7 +94,19 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers that asked for it (`read_only_connection`) take no write lock.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+READ_ONLY = "kraiter_read_only"
+
+
+@contextmanager
+def read_only_connection() -> Iterator[Connection]:
+    """A short Core connection for reads only: on SQLite it does not queue on the write lock."""
+    with get_engine().connect().execution_options(**{READ_ONLY: True}) as connection:
+        yield connection
 
 
 def make_engine(url: str) -> Engine:

@@ -2,17 +2,38 @@
 
 Threads, not more processes: requests spend most of their time waiting on the database and the
 broker, and the ingest publisher batches the events of concurrent requests of one process.
+`WEB_THREADS` serve the API; live-feed streams get threads of their own on top (each open stream
+holds one, mostly asleep), capped by `KRAITER_MAX_STREAMS`, so streams never starve the API.
 """
 
 import os
+import signal
+from typing import Any
+
+from app.config import stream_slots
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "16"))
+threads = int(os.environ.get("WEB_THREADS", "16")) + stream_slots(os.environ)
 timeout = 30
 graceful_timeout = 25  # inside a PaaS's 30 s SIGTERM budget
 keepalive = 5
 max_requests = 20000
 max_requests_jitter = 2000
 control_socket_disable = True  # one fixed socket path per user would clash between instances
+
+
+def post_worker_init(worker: Any) -> None:
+    """On SIGTERM, end open live-feed streams first: gunicorn waits for running requests, and a
+    stream never finishes by itself. Clients reconnect (to a new process) and resume."""
+    stop_worker = signal.getsignal(signal.SIGTERM)
+
+    def end_streams_then_stop(signum: int, frame: Any) -> None:
+        from app.live_feed import close_all_hubs
+
+        close_all_hubs()
+        if callable(stop_worker):
+            stop_worker(signum, frame)
+
+    signal.signal(signal.SIGTERM, end_streams_then_stop)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import BigInteger
 from sqlalchemy import Boolean
 from sqlalchemy import ForeignKey
 from sqlalchemy import ForeignKeyConstraint
@@ -78,6 +79,23 @@ class _EventColumns:
     source: Mapped[str] = mapped_column(String(16), default="api")
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Position in the tenant's live feed (see `EventFeed`); null for events stored before it.
+    feed_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class EventFeed(Base):
+    """Each tenant's live-feed counter: the last position handed to a stored event.
+
+    A transaction storing events bumps the counter and keeps its row locked until it commits, so
+    positions become visible in order and a reader that has seen position N has seen every event
+    up to N: the live feed resumes without gaps or repeats.
+    """
+
+    __tablename__ = "event_feeds"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class Event(_EventColumns, Base):
@@ -93,6 +111,7 @@ class Event(_EventColumns, Base):
         # tenant_id leads so one index matches the whole filter and the sort: with contact_id alone
         # the planner combined two indexes and sorted a busy contact's rows (bench/list_events.py).
         Index("ix_events_contact_timeline", "tenant_id", "contact_id", "timestamp", "id"),
+        Index("ix_events_tenant_feed_seq", "tenant_id", "feed_seq"),
     )
 
 

@@ -46,9 +46,15 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
+from sqlalchemy import func
+from sqlalchemy import select
 
 from app.config import Settings
+from app.db import READ_ONLY
+from app.models import Enrolment
+from app.models import Sequence
 from app.timeutil import isoformat
+from app.timeutil import utcnow
 from tasks import embedded_broker
 from tasks.celery_app import Queue
 
@@ -314,9 +320,21 @@ def _sends_by_status(engine: Engine) -> dict[str, int]:
     return counts
 
 
-def _step_backlog(_engine: Engine) -> tuple[int, float]:
-    """(steps due but not run, seconds the oldest has waited); 0 until sequences exist."""
-    return 0, 0.0
+def _step_backlog(engine: Engine) -> tuple[int, float]:
+    """(steps due but not run, seconds the oldest has waited past its time).
+
+    Steps of paused sequences are held on purpose and do not count. The partial index on
+    active enrolments' `next_step_at` keeps this a short range scan.
+    """
+    now = utcnow()
+    query = (select(func.count(), func.min(Enrolment.next_step_at))
+             .where(Enrolment.status == "active", Enrolment.next_step_at <= now)
+             .where(select(Sequence.id).where(Sequence.tenant_id == Enrolment.tenant_id,
+                                              Sequence.id == Enrolment.sequence_id,
+                                              Sequence.status == "active").exists()))
+    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+        count, oldest = connection.execute(query).one()
+    return int(count), max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
 
 
 class _LiveCollector(Collector):

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 
 from app import create_app
@@ -26,11 +28,16 @@ from tests.support import backend
 from tests.support import drop_pg_database
 from tests.support import prepare_backend
 
+# CI shares two cores with PostgreSQL, Redis and worker processes: judge properties, not speed.
+hypothesis_settings.register_profile("shared-machine", deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("shared-machine")
+
 # In the order a worker's transaction touches them, so TRUNCATE queues behind a worker still
 # storing the previous test's events instead of deadlocking with it.
-TABLES = ("tenants", "api_keys", "contacts", "events", "events_archive", "idempotency_keys",
-          "templates", "sends", "webhook_deliveries", "sequences", "sequence_versions",
-          "enrolments")
+TABLES = ("tenants", "api_keys", "contacts", "event_feeds", "events", "events_archive",
+          "idempotency_keys", "templates", "sends", "webhook_deliveries", "sequences",
+          "sequence_versions", "enrolments")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ def register_api(app: Flask) -> None:
     from app.api import ops  # noqa: F401
     from app.api import sends  # noqa: F401
     from app.api import sequences  # noqa: F401
+    from app.api import stream  # noqa: F401
     from app.api import templates  # noqa: F401
     from app.api import tracking  # noqa: F401
     from app.api import webhooks  # noqa: F401

@@ -26,6 +26,7 @@ class Operation:
     query: type[Schema] | None = None
     response: type[Schema] | None = None
     auth: bool = True
+    media_type: str = "application/json"
 
 
 OPERATIONS: list[Operation] = []

@@ -62,7 +62,7 @@ def _custom_fields(self: Any, field: fields.Field[Any], **_: Any) -> dict[str, A
 def _operation(op: Operation) -> dict[str, Any]:
     spec: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "responses": {
         str(op.status): {"description": "OK" if op.status < 300 else "",
-                         "content": {"application/json": {"schema": op.response or {}}}},
+                         "content": {op.media_type: {"schema": op.response or {}}}},
         "default": {"description": "Error envelope",
                     "content": {"application/json": {"schema": ERROR_REF}}},
     }}

@@ -180,3 +180,31 @@ class BatchAnswerSchema(Schema):
                        metadata={"description": "Same list as `results`."})
     accepted = fields.Integer()
     rejected = fields.Integer()
+
+
+class EventStreamQuery(StrictSchema):
+    """`GET /api/events/stream` filters and credentials (for clients that cannot send headers)."""
+
+    email = Email(metadata={"description": "Only this contact's events."})
+    event = fields.String(validate=_EVENT_NAME,
+                          metadata={"description": "Exact, case-sensitive name."})
+    token = fields.String(validate=validate.Length(min=1, max=1000),
+                          metadata={"description": "A stream token from "
+                                                   "`POST /api/events/stream/token`, instead of "
+                                                   "the `Authorization` header."})
+    lastEventId = fields.String(validate=validate.Length(min=1, max=100),
+                                metadata={"description": "Resume after this event id (as the "
+                                                         "`Last-Event-ID` header does)."})
+
+    @pre_load
+    def _drop_empty(self, data: Any, **_: Any) -> Any:
+        if hasattr(data, "items"):
+            return {key: value for key, value in data.items() if value != ""}
+        return data
+
+
+class StreamTokenSchema(Schema):
+    """A short-lived token that opens the live feed (`?token=`)."""
+
+    token = fields.String()
+    expiresAt = fields.String(metadata={"description": "The token opens streams until then."})

@@ -21,6 +21,7 @@ from app.ids import new_id
 from app.models import Contact
 from app.models import Event
 from app.models import Tenant
+from app.services import feed
 from app.services import triggers
 from app.timeutil import isoformat
 from app.timeutil import parse_iso
@@ -131,22 +132,58 @@ def _live_tenants(db: Session, tenant_ids: Iterable[str]) -> set[str]:
     return wanted & _known_tenants
 
 
+def _contact_map(db: Session, messages: list[EventMessage]) -> dict[tuple[str, str], str]:
+    """(tenant, e-mail) → contact id. Tracked events create unknown contacts; system events
+    (about a send) never do: a contact deleted since must not come back through an open pixel."""
+    creating: dict[str, set[str]] = defaultdict(set)
+    existing: dict[str, set[str]] = defaultdict(set)
+    for message in messages:
+        wanted = existing if message.get("source") == "system" else creating
+        wanted[message["tenantId"]].add(message["email"])
+    found = {(tenant_id, email): contact_id
+             for tenant_id, emails in creating.items()
+             for email, contact_id in upsert_contacts(db, tenant_id=tenant_id,
+                                                      emails=emails).items()}
+    for tenant_id, emails in existing.items():
+        if lookup := emails - creating[tenant_id]:
+            found.update({(tenant_id, email): contact_id
+                          for email, contact_id in _contact_ids(db, tenant_id, lookup).items()})
+    return found
+
+
+def _feed_positions(db: Session, messages: list[EventMessage]) -> list[int]:
+    """Each message's position in its tenant's live feed, in message order (see services.feed).
+
+    Tenants are allocated in sorted order, so two batches never wait on each other's feeds in
+    opposite orders.
+    """
+    counts: dict[str, int] = defaultdict(int)
+    for message in messages:
+        counts[message["tenantId"]] += 1
+    next_position = {tenant_id: feed.allocate(db, tenant_id=tenant_id, count=counts[tenant_id])
+                     for tenant_id in sorted(counts)}
+    positions = []
+    for message in messages:
+        positions.append(next_position[message["tenantId"]])
+        next_position[message["tenantId"]] += 1
+    return positions
+
+
 def store_events(db: Session, *, messages: list[EventMessage], source: str = "api"
                  ) -> list[dict[str, Any]]:
-    """Persist accepted events (idempotent); return the rows as stored, in message order.
+    """Persist accepted events (idempotent); return the rows stored just now, in message order.
 
-    Events of a tenant deleted while they were queued are dropped.
+    Events of a tenant deleted while they were queued are dropped, and so are system events
+    whose contact no longer exists.
     """
     live = _live_tenants(db, (message["tenantId"] for message in messages))
-    messages = [message for message in messages if message["tenantId"] in live]
-    by_tenant: dict[str, set[str]] = defaultdict(set)
-    for message in messages:
-        by_tenant[message["tenantId"]].add(message["email"])
-    contact_ids = {
-        (tenant_id, email): contact_id
-        for tenant_id, emails in by_tenant.items()
-        for email, contact_id in upsert_contacts(db, tenant_id=tenant_id, emails=emails).items()
-    }
+    messages = [{**message, "source": message.get("source", source)}
+                for message in messages if message["tenantId"] in live]
+    contact_ids = _contact_map(db, messages)
+    messages = [message for message in messages
+                if (message["tenantId"], message["email"]) in contact_ids]
+    # Taken last, right before the insert: the feed's lock is held until this transaction ends.
+    positions = _feed_positions(db, messages)
     rows = [
         {
             "id": message["id"],
@@ -155,14 +192,16 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
             "email": message["email"],
             "name": message["event"],
             "properties": message["properties"],
-            "source": message.get("source", source),
+            "source": message["source"],
             "timestamp": parse_iso(message["timestamp"]),
             "created_at": parse_iso(message["createdAt"]),
+            "feed_seq": position,
         }
-        for message in messages
+        for message, position in zip(messages, positions, strict=True)
     ]
     inserted = set(insert_ignoring_conflicts(db, Event.__table__,
                                              sorted(rows, key=lambda r: r["id"]), ["id"]))
     # Only events stored just now: a redelivered batch must not enrol anyone twice.
-    triggers.on_events_stored(db, rows=[row for row in rows if row["id"] in inserted])
-    return rows
+    stored = [row for row in rows if row["id"] in inserted]
+    triggers.on_events_stored(db, rows=stored)
+    return stored

@@ -19,7 +19,7 @@ from app.models import Tenant
 from app.timeutil import utcnow
 
 EVENT_COLUMNS = ("id", "tenant_id", "contact_id", "email", "name", "properties", "source",
-                 "timestamp", "created_at")
+                 "timestamp", "created_at", "feed_seq")
 
 # One statement moves a batch: rows locked by a concurrent pass are skipped (SKIP LOCKED), so two
 # passes never move a row twice, and ingestion (plain inserts) never waits on the archiver.

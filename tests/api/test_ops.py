@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from sqlalchemy import create_engine
 from app import create_app
 from app import db
 from app.config import Settings
+from app.models import Enrolment
+from app.models import Sequence
+from app.timeutil import utcnow
 from tests.api.test_metrics import add_send
 from tests.conftest import Tenant
 
@@ -162,7 +166,7 @@ def test_metrics_count_events_accepted_by_the_api(client: FlaskClient, tenant: T
     assert after[track] - before.get(track, 0) == 2
 
 
-def test_metrics_show_sends_by_status_and_step_placeholders(client: FlaskClient,
+def test_metrics_show_sends_by_status(client: FlaskClient,
                                                             tenant: Tenant,
                                                             other_tenant: Tenant) -> None:
     add_send(tenant.id, status="delivered", sent="2025-06-01T00:00:00Z")
@@ -218,3 +222,30 @@ def test_metrics_basic_auth_when_configured(client: FlaskClient, app: Flask, ten
 
 def test_prometheus_is_only_at_the_root(client: FlaskClient) -> None:
     assert client.get("/api/metrics").status_code == 401
+
+
+def _sequence_with_steps(tenant: Tenant, sequence_id: str, status: str,
+                         due_in: list[timedelta | None]) -> None:
+    now = utcnow()
+    with db.transaction() as session:
+        session.add(Sequence(tenant_id=tenant.id, id=sequence_id, name=sequence_id,
+                             status=status, version=1, created_at=now, updated_at=now))
+        for number, offset in enumerate(due_in):
+            session.add(Enrolment(id=f"enr_{sequence_id}_{number}", tenant_id=tenant.id,
+                                  sequence_id=sequence_id, version=1, contact_id=f"cnt_{number}",
+                                  status="active" if offset is not None else "completed",
+                                  next_step_at=now + offset if offset is not None else None,
+                                  created_at=now, updated_at=now))
+
+
+def test_metrics_count_due_steps_and_the_oldest_ones_lag(client: FlaskClient,
+                                                         tenant: Tenant) -> None:
+    _sequence_with_steps(tenant, "running", "active", [
+        timedelta(seconds=-90), timedelta(seconds=-5), timedelta(hours=1), None])
+    # A paused sequence holds its steps on purpose: not a backlog.
+    _sequence_with_steps(tenant, "paused", "paused", [timedelta(hours=-5)])
+
+    samples = _scrape(client)
+
+    assert samples["kraiter_steps_due{}"] == 2
+    assert 90 <= samples["kraiter_steps_oldest_lag_seconds{}"] < 120

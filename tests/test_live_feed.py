@@ -1,0 +1,105 @@
+"""The per-process hub: one poll serves every stream, whatever their number."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from app import db
+from app.live_feed import FeedHub
+from app.live_feed import StreamLimitReached
+from app.live_feed import follow
+from app.services import ingest
+from app.timeutil import isoformat
+from app.timeutil import utcnow
+from tests.conftest import Tenant
+
+
+def _store(tenant: Tenant, *names: str) -> list[str]:
+    now = isoformat(utcnow())
+    messages = [{"id": f"evt_{tenant.id}_{name}", "tenantId": tenant.id, "email": "a@acme.test",
+                 "contactId": None, "event": name, "properties": {}, "timestamp": now,
+                 "createdAt": now} for name in names]
+    with db.transaction() as session:
+        ingest.store_events(session, messages=messages)
+    return [str(message["id"]) for message in messages]
+
+
+@pytest.fixture
+def hub() -> Iterator[FeedHub]:
+    # Polled by hand: the background thread would poll only after an hour.
+    feed_hub = FeedHub(poll_interval=3600, max_streams=200)
+    yield feed_hub
+    feed_hub.close()
+
+
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(db.get_engine(), "before_cursor_execute", record)
+    yield seen
+    event.remove(db.get_engine(), "before_cursor_execute", record)
+
+
+def test_one_poll_serves_every_stream_with_one_query_per_busy_tenant(
+        hub: FeedHub, tenant: Tenant, other_tenant: Tenant, make_tenant: Any,
+        statements: list[str]) -> None:
+    quiet = make_tenant("Quiet")
+    ours = [hub.subscribe(tenant.id) for _ in range(150)]
+    theirs = [hub.subscribe(other_tenant.id) for _ in range(40)]
+    hub.subscribe(quiet.id)
+    our_ids = _store(tenant, "a", "b")
+    their_ids = _store(other_tenant, "c")
+    statements.clear()
+
+    hub.poll()
+
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 3  # the heads of all three feeds, then the news of the two busy ones
+    assert all([row.id for row in s.take(0)] == our_ids for s in ours)
+    assert all([row.id for row in s.take(0)] == their_ids for s in theirs)
+
+
+def test_follow_catches_up_from_the_database_then_relays_the_hub(hub: FeedHub,
+                                                                 tenant: Tenant) -> None:
+    old = _store(tenant, "old1", "old2")
+    subscription = hub.subscribe(tenant.id)
+    assert subscription.start == 2
+    new = _store(tenant, "new")
+    hub.poll()
+    stream = follow(hub, subscription, after=0, heartbeat_s=0.05, still_allowed=lambda: True)
+
+    assert [next(stream).id for _ in range(3)] == old + new  # type: ignore[union-attr]
+    assert next(stream) is None  # a heartbeat: nothing else is pending
+    stream.close()
+    assert hub.open_streams() == 0
+
+
+def test_a_reader_that_falls_behind_is_ended_to_resume_later(tenant: Tenant) -> None:
+    hub = FeedHub(poll_interval=3600, max_streams=2, max_backlog=3)
+    subscription = hub.subscribe(tenant.id)
+    _store(tenant, "a", "b", "c", "d")
+    hub.poll()
+    assert subscription.overflowed
+    assert list(follow(hub, subscription, after=subscription.start, heartbeat_s=1,
+                       still_allowed=lambda: True)) == []
+
+
+def test_slots_are_limited_and_given_back(hub: FeedHub, tenant: Tenant) -> None:
+    small = FeedHub(poll_interval=3600, max_streams=1)
+    first = small.subscribe(tenant.id)
+    with pytest.raises(StreamLimitReached):
+        small.subscribe(tenant.id)
+    small.unsubscribe(first)
+    small.unsubscribe(first)  # twice is harmless
+    small.unsubscribe(small.subscribe(tenant.id))
+    small.close()
+    with pytest.raises(StreamLimitReached):
+        small.subscribe(tenant.id)  # a closing hub takes no new streams
