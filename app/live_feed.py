@@ -11,6 +11,7 @@ streams can never take every thread from the API.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,11 +26,32 @@ from typing import Any
 from sqlalchemy import Row
 
 from app.db import read_only_connection
+from app.services import events
 from app.services import feed
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """A stored event as streams need it: filter keys, and its SSE message rendered once."""
+
+    seq: int
+    id: str
+    name: str
+    email: str
+    message: str
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> FeedItem:
+        data = json.dumps(events.event_view(row), separators=(",", ":"))  # type: ignore[arg-type]
+        return cls(row.feed_seq, row.id, row.name, row.email, f"id: {row.id}\ndata: {data}\n\n")
+
+
+def _items(rows: list[Row[Any]]) -> list[FeedItem]:
+    return [FeedItem.of(row) for row in rows]
 
 
 class StreamLimitReached(Exception):
@@ -43,17 +65,17 @@ class Subscription:
     tenant_id: str
     start: int
     max_backlog: int
-    _items: deque[Row[Any]] = field(default_factory=deque)
+    _items: deque[FeedItem] = field(default_factory=deque)
     _ready: threading.Condition = field(default_factory=threading.Condition)
     closed: bool = False  # the process is shutting down
     overflowed: bool = False  # the reader fell too far behind; it must resume from the database
 
-    def push(self, rows: list[Row[Any]]) -> None:
+    def push(self, items: list[FeedItem]) -> None:
         with self._ready:
-            if len(self._items) + len(rows) > self.max_backlog:
+            if len(self._items) + len(items) > self.max_backlog:
                 self.overflowed = True
             else:
-                self._items.extend(rows)
+                self._items.extend(items)
             self._ready.notify()
 
     def close(self) -> None:
@@ -61,7 +83,7 @@ class Subscription:
             self.closed = True
             self._ready.notify()
 
-    def take(self, timeout: float) -> list[Row[Any]]:
+    def take(self, timeout: float) -> list[FeedItem]:
         """What arrived since the last call, waiting up to `timeout` seconds for something."""
         with self._ready:
             if not (self._items or self.closed or self.overflowed):
@@ -171,26 +193,27 @@ class FeedHub:
                         position = rows[-1].feed_seq
                     else:  # read to the end: everything up to the head was seen (or a hole)
                         position = max([head, *(row.feed_seq for row in rows[-1:])])
-                    self._deliver(tenant_id, rows, position)
+                    self._deliver(tenant_id, _items(rows), position)
 
-    def _deliver(self, tenant_id: str, rows: list[Row[Any]], position: int) -> None:
+    def _deliver(self, tenant_id: str, items: list[FeedItem], position: int) -> None:
         with self._lock:
             if tenant_id not in self._positions:
                 return  # its last stream closed meanwhile
             for subscription in self._subscriptions.get(tenant_id, ()):
-                if rows:
-                    subscription.push(rows)
+                if items:
+                    subscription.push(items)
             self._positions[tenant_id] = position
 
 
 def follow(hub: FeedHub, subscription: Subscription, *, after: int,
            heartbeat_s: float, still_allowed: Callable[[], bool]
-           ) -> Iterator[Row[Any] | None]:
+           ) -> Iterator[list[FeedItem]]:
     """The subscription's events after position `after`, in order, with no gap and no repeat.
 
     First reads the database from `after` up to where the hub took over (`subscription.start`),
-    then relays the hub's deliveries. Yields None when a heartbeat is due. Ends when the process
-    shuts down, the reader fell too far behind, or `still_allowed()` turns false.
+    then relays the hub's deliveries, a batch at a time. Yields an empty batch when a heartbeat
+    is due. Ends when the process shuts down, the reader fell too far behind, or
+    `still_allowed()` turns false.
     """
     cursor = after
     try:
@@ -200,22 +223,21 @@ def follow(hub: FeedHub, subscription: Subscription, *, after: int,
                                        after=cursor, limit=PAGE_SIZE)
             if not rows:
                 break
-            for row in rows:
-                cursor = row.feed_seq
-                yield row
+            cursor = rows[-1].feed_seq
+            yield _items(rows)
         next_beat = time.monotonic() + heartbeat_s
         while not subscription.ended:
             batch = subscription.take(timeout=max(0.0, next_beat - time.monotonic()))
             if subscription.ended:
                 return
-            for row in batch:
-                if row.feed_seq > cursor:
-                    cursor = row.feed_seq
-                    yield row
+            fresh = [item for item in batch if item.seq > cursor]
+            if fresh:
+                cursor = fresh[-1].seq
+                yield fresh
             if time.monotonic() >= next_beat:
                 if not still_allowed():
                     return
                 next_beat = time.monotonic() + heartbeat_s
-                yield None
+                yield []
     finally:
         hub.unsubscribe(subscription)

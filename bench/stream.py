@@ -79,6 +79,7 @@ class Streams(threading.Thread):
         self.received: list[list[tuple[str, float]]] = [[] for _ in range(count)]
         self.buffers = [b"" for _ in range(count)]
         self.refused = 0
+        self.open: set[int] = set()
         self.stop = threading.Event()
         request = (f"GET /api/events/stream HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                    f"Authorization: Bearer {api_key}\r\nAccept: text/event-stream\r\n\r\n")
@@ -105,14 +106,15 @@ class Streams(threading.Thread):
                     self.refused += 1
                     self.selector.unregister(sock)
                     continue
+                if b" 200 " in buffer[:20]:
+                    self.open.add(index)
                 cut = buffer.rfind(b"\n")
                 for match in _ID.finditer(buffer[:cut + 1]):
                     self.received[index].append((match.group(1).decode(), now))
                 self.buffers[index] = buffer[cut + 1:]
 
     def connected(self) -> int:
-        return sum(1 for buffer, got in zip(self.buffers, self.received, strict=True)
-                   if got or b"connected" in buffer)
+        return len(self.open)
 
 
 def drive(port: int, api_key: str, rate: float, seconds: float, accepted: dict[str, float]

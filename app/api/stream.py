@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +10,6 @@ from flask import Response
 from flask import current_app
 from flask import g
 from flask import request
-from sqlalchemy import Row
 
 from app.api.blueprint import api
 from app.api.blueprint import document
@@ -22,11 +20,11 @@ from app.db import read_only_connection
 from app.errors import ServiceUnavailable
 from app.errors import Unauthorised
 from app.live_feed import FeedHub
+from app.live_feed import FeedItem
 from app.live_feed import StreamLimitReached
 from app.live_feed import follow
 from app.schemas.events import EventStreamQuery
 from app.schemas.events import StreamTokenSchema
-from app.services import events
 from app.services import feed
 from app.services.stream_tokens import InvalidStreamToken
 from app.services.stream_tokens import issue_stream_token
@@ -82,14 +80,10 @@ def _resume_position(tenant_id: str, last_event_id: str | None) -> int | None:
         return feed.position_of(connection, tenant_id=tenant_id, event_id=last_event_id.strip())
 
 
-def _filter(query: dict[str, Any]) -> Callable[[Row[Any]], bool]:
+def _filter(query: dict[str, Any]) -> Callable[[FeedItem], bool]:
     name, email = query.get("event"), query.get("email")
-    return lambda row: (name is None or row.name == name) and (email is None or row.email == email)
-
-
-def _message(row: Row[Any]) -> str:
-    data = json.dumps(events.event_view(row), separators=(",", ":"))  # type: ignore[arg-type]
-    return f"id: {row.id}\ndata: {data}\n\n"
+    return lambda item: ((name is None or item.name == name)
+                         and (email is None or item.email == email))
 
 
 document("/events/stream", "get", "Live feed of stored events (Server-Sent Events)",
@@ -122,13 +116,13 @@ def stream_events() -> Any:
 
     def body() -> Iterator[str]:
         yield f"retry: {_RECONNECT_MS}\n: connected\n\n"
-        for row in follow(hub, subscription, after=subscription.start if resume_after is None
-                          else resume_after, heartbeat_s=settings.stream_heartbeat_s,
-                          still_allowed=still_allowed):
-            if row is None:
+        for batch in follow(hub, subscription, after=subscription.start if resume_after is None
+                            else resume_after, heartbeat_s=settings.stream_heartbeat_s,
+                            still_allowed=still_allowed):
+            if not batch:
                 yield ": ping\n\n"
-            elif matches(row):
-                yield _message(row)
+            elif text := "".join(item.message for item in batch if matches(item)):
+                yield text  # one write for the whole batch
 
     response = Response(body(), mimetype="text/event-stream")
     # Also when the client is gone before the body started (the generator then never runs).
