@@ -17,9 +17,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.config import celery_config
     from app.errors import register_error_handlers
     from app.ingest_batcher import IngestBatcher
+    from app.ingest_ledger import ledger_for
     from app.live_feed import FeedHub
     from tasks.celery_app import celery_init_app
-    from tasks.events import ingest_events
+    from tasks.events import publish_ingest
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
@@ -38,11 +39,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     register_api(app)
 
+    ledger = app.extensions["ingest_ledger"] = ledger_for(settings.redis_url)
+
     def publish(messages: list[dict[str, Any]]) -> None:
-        # A fixed argsrepr: Celery would otherwise build a safe repr of every event for the
-        # message headers (the largest publishing cost), and put e-mail addresses in Flower.
-        ingest_events.apply_async(args=(messages,), argsrepr=f"[{len(messages)} events]",
-                                  kwargsrepr="{}")
+        publish_ingest(ledger, messages)
 
     app.extensions["live_feed"] = FeedHub(poll_interval=settings.stream_poll_ms / 1000,
                                           max_streams=settings.max_streams)

@@ -118,6 +118,11 @@ class Settings:
     ingest_max_batch: int = 500
     ingest_publish_timeout_s: int = 10
     broker_visibility_timeout_s: int = 900
+    # An ingest message still unstored this long after publishing is published again (see
+    # app.ingest_ledger); longer than the visibility timeout, after which the broker itself
+    # redelivers a message a dead worker held.
+    ingest_requeue_after_s: int = 960
+    ingest_sweep_interval_s: int = 30
     archive_interval_s: int = 600
     archive_batch_size: int = 5000
     idempotency_ttl_s: int = 24 * 3600
@@ -168,6 +173,7 @@ class Settings:
         broker_url = redis_url or f"kraiter-sqlite://{data_dir / 'broker.db'}"
         port = env.get("PORT", "8000")
         transport = env.get("EMAIL_TRANSPORT", "file")
+        visibility_timeout = _int(env, "KRAITER_BROKER_VISIBILITY_TIMEOUT", 900)
         if transport not in {"smtp", "file", "console", "memory"}:
             raise SystemExit(
                 f"EMAIL_TRANSPORT must be smtp, file, console or memory, got {transport!r}")
@@ -185,7 +191,10 @@ class Settings:
             max_batch_body_bytes=_int(env, "KRAITER_MAX_BATCH_BODY_BYTES", 4096 * KIB),
             ingest_linger_ms=_int(env, "KRAITER_INGEST_LINGER_MS", 10),
             ingest_max_batch=_int(env, "KRAITER_INGEST_MAX_BATCH", 500),
-            broker_visibility_timeout_s=_int(env, "KRAITER_BROKER_VISIBILITY_TIMEOUT", 900),
+            broker_visibility_timeout_s=visibility_timeout,
+            ingest_requeue_after_s=_int(env, "KRAITER_INGEST_REQUEUE_AFTER",
+                                        visibility_timeout + 60),
+            ingest_sweep_interval_s=_int(env, "KRAITER_INGEST_SWEEP_INTERVAL", 30),
             archive_interval_s=_int(env, "KRAITER_ARCHIVE_INTERVAL", 600),
             archive_batch_size=_int(env, "KRAITER_ARCHIVE_BATCH_SIZE", 5000),
             smtp_timeout_s=_float(env, "SMTP_TIMEOUT", 30.0),
@@ -249,8 +258,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "archive-events": {"task": "events.archive",
                                "schedule": float(settings.archive_interval_s)},
             "purge-idempotency-keys": {"task": "idempotency.purge", "schedule": 3600.0},
+            "purge-webhook-deliveries": {"task": "webhooks.purge_deliveries",
+                                         "schedule": 3600.0},
             "sweep-stale-sends": {"task": "sends.sweep_stale",
                                   "schedule": float(settings.send_sweep_interval_s)},
+            "requeue-lost-events": {"task": "events.requeue_lost",
+                                    "schedule": float(settings.ingest_sweep_interval_s)},
             "requeue-lost-sends": {"task": "sends.requeue_lost",
                                    "schedule": float(settings.send_sweep_interval_s)},
             "sweep-sequence-steps": {"task": "sequences.sweep",

@@ -9,6 +9,7 @@ from celery import shared_task
 from flask import current_app
 
 from app import db
+from app.services import feedback
 from app.services import retention
 from tasks.celery_app import Queue
 
@@ -44,3 +45,23 @@ def purge_idempotency_keys() -> int:
     ttl = timedelta(seconds=current_app.config["SETTINGS"].idempotency_ttl_s)
     with db.transaction() as session:
         return retention.purge_idempotency_keys(session, older_than=ttl)
+
+
+def run_webhook_purge(*, batch_size: int = feedback.PURGE_BATCH) -> int:
+    """Forget processed webhook notifications past the dedupe window, one short transaction per
+    batch; return how many. Safe to run twice at once (PostgreSQL: SKIP LOCKED)."""
+    total = 0
+    while True:
+        with db.transaction() as session:
+            purged = feedback.purge_deliveries(session, batch_size=batch_size)
+        total += purged
+        if purged < batch_size:
+            break
+    log.info("webhook_deliveries_purged", extra={"purged": total})
+    return total
+
+
+@shared_task(name="webhooks.purge_deliveries", queue=Queue.MAINTENANCE, acks_late=True)
+def purge_webhook_deliveries() -> int:
+    """Forget SNS MessageIds older than the dedupe window (SNS never retries that late)."""
+    return run_webhook_purge()

@@ -128,8 +128,8 @@ def update_contact(ref: str) -> Any:
     return contacts.contact_view(contact)
 
 
-document("/contacts/{id}", "delete", "Delete a contact and its events", tag="contacts",
-         status=204)
+document("/contacts/{id}", "delete", "Delete a contact and its events; its enrolments exit "
+         "and its unsent e-mail is cancelled", tag="contacts", status=204)
 
 
 @api.delete("/contacts/<ref>")

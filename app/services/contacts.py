@@ -18,6 +18,7 @@ from app.ids import new_id
 from app.models import ArchivedEvent
 from app.models import Contact
 from app.models import Event
+from app.models import Send
 from app.schemas.common import decode_cursor
 from app.schemas.fields import MAX_PROPERTIES
 from app.schemas.fields import normalise_email
@@ -137,8 +138,26 @@ def update_contact(db: Session, *, tenant_id: str, ref: str, properties: dict[st
 
 
 def delete_contact(db: Session, *, tenant_id: str, ref: str) -> None:
-    """Delete the contact and its events, live and archived."""
-    contact = find_contact(db, tenant_id=tenant_id, ref=ref, lock=True)
+    """Delete the contact and its events (live and archived), end its enrolments and cancel its
+    unsent e-mail, all in the caller's transaction; what stays holds no personal data.
+
+    Enrolment and send rows stay for the statistics, with the contact's e-mail address and
+    whatever was rendered from it erased (see `erase_contact_enrolments`, `erase_contact_sends`).
+    Locks are taken in the order the e-mail paths take them, the sends before the contact (a
+    tracked click locks its send, then the contact), so the two never deadlock; the events go
+    last, after anything that was recording one for this contact has committed.
+    """
+    # Imported here: both modules import this one.
+    from app.services import enrolments
+    from app.services import sending
+
+    contact_id = find_contact(db, tenant_id=tenant_id, ref=ref).id
+    db.execute(select(Send.id).where(Send.tenant_id == tenant_id, Send.contact_id == contact_id)
+               .order_by(Send.id).with_for_update())
+    contact = find_contact(db, tenant_id=tenant_id, ref=contact_id, lock=True)
+    enrolments.erase_contact_enrolments(db, tenant_id=tenant_id, contact_id=contact.id)
+    sending.erase_contact_sends(db, tenant_id=tenant_id, contact_id=contact.id,
+                                email=contact.email)
     for model in (Event, ArchivedEvent):
         db.execute(delete(model).where(model.tenant_id == tenant_id,
                                        model.contact_id == contact.id))

@@ -22,10 +22,13 @@ from typing import cast
 from marshmallow import ValidationError
 from sqlalchemy import Table
 from sqlalchemy import and_
+from sqlalchemy import null
 from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import tuple_
 from sqlalchemy import update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignoring_conflicts
@@ -381,22 +384,39 @@ def enrol(db: Session, *, tenant_id: str, sequence_id: str, email: str | None = 
     contact = _contact_for(db, tenant_id=tenant_id, email=email, contact_id=contact_id)
     definition = sequence_service.load_canonical(
         sequence_service.current_version(db, sequence).canonical)
+    refused = Conflict(f"Contact {contact.email} may not enrol in {sequence_id} again "
+                       f"(reenrol: {definition.reenrol}).")
     statuses = list(db.scalars(select(Enrolment.status).where(
         Enrolment.tenant_id == tenant_id, Enrolment.sequence_id == sequence_id,
         Enrolment.contact_id == contact.id)))
     if not may_enrol(definition, active="active" in statuses, enrolled_before=bool(statuses)):
-        raise Conflict(f"Contact {contact.email} may not enrol in {sequence_id} again "
-                       f"(reenrol: {definition.reenrol}).")
+        raise refused
     now = utcnow()
-    enrolment = Enrolment(**new_enrolment(
-        tenant_id=tenant_id, sequence_id=sequence_id, version=sequence.version,
-        contact_id=contact.id, definition=definition, event=None, now=now))
-    db.add(enrolment)
-    db.flush()
+    row = new_enrolment(tenant_id=tenant_id, sequence_id=sequence_id, version=sequence.version,
+                        contact_id=contact.id, definition=definition, event=None, now=now)
+    if not _insert_enrolment(db, row):
+        # An enrolment made since the check above (an event's trigger, on the worker) holds the
+        # one active place: answer as the check would have, not with the unique-index error.
+        raise refused
+    enrolment = db.get(Enrolment, row["id"], populate_existing=True)
+    assert enrolment is not None  # just inserted, in this transaction
     advance(db, enrolment, definition=definition, contact=contact_snapshot(contact), now=now,
             sent_steps=set())
     db.flush()
     return enrolment
+
+
+def _insert_enrolment(db: Session, row: dict[str, Any]) -> bool:
+    """Insert one enrolment unless a unique index refuses it; return whether it was inserted.
+
+    ON CONFLICT DO NOTHING without a target also covers the partial index that allows one
+    active exclusive enrolment per contact and sequence; on PostgreSQL it waits for a
+    concurrent insert of the same place to commit or roll back, instead of failing.
+    """
+    dialect_insert = postgresql.insert if is_postgres(db) else sqlite.insert
+    table = cast(Table, Enrolment.__table__)
+    statement = dialect_insert(table).on_conflict_do_nothing().returning(table.c.id)
+    return db.scalar(statement, row) is not None
 
 
 def get_enrolment(db: Session, *, tenant_id: str, sequence_id: str,
@@ -422,13 +442,23 @@ def exit_enrolment(db: Session, *, tenant_id: str, sequence_id: str,
     return enrolment
 
 
-def exit_contact_enrolments(db: Session, *, tenant_id: str, contact_id: str,
-                            reason: str = "contactDeleted") -> int:
-    """End a contact's active enrolments (for contact deletion); return how many."""
-    result = db.execute(update(Enrolment).where(
-        Enrolment.tenant_id == tenant_id, Enrolment.contact_id == contact_id,
-        Enrolment.status == "active").values(status="exited", exit_reason=reason,
-                                             next_step_at=None, updated_at=utcnow()))
+def erase_contact_enrolments(db: Session, *, tenant_id: str, contact_id: str,
+                             reason: str = "contactDeleted") -> int:
+    """End a contact's active enrolments and forget their enrolling events; return how many ended.
+
+    For contact deletion. Every active enrolment (running, waiting for an event or a delay, or
+    held by a paused sequence) exits with `reason` and no `next_step_at`, so neither the sweeper
+    nor a task already queued for its step finds anything due. The rows stay for the sequence's
+    statistics; the enrolling event they keep (its e-mail and properties) is cleared from all of
+    them, finished ones included. A step being run right now holds the row lock: this waits for
+    it, and the caller then cancels the send it queued.
+    """
+    now = utcnow()
+    mine = (Enrolment.tenant_id == tenant_id, Enrolment.contact_id == contact_id)
+    result = db.execute(update(Enrolment).where(*mine, Enrolment.status == "active").values(
+        status="exited", exit_reason=reason, next_step_at=None, enqueued_at=None, event=null(),
+        updated_at=now))
+    db.execute(update(Enrolment).where(*mine, Enrolment.event.is_not(None)).values(event=null()))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -2,7 +2,9 @@
 
 A notification is applied once per SNS MessageId: the WebhookDelivery row is inserted in the
 same transaction as the lifecycle changes, so a retried or concurrent duplicate is a no-op.
-Unknown notification types and unknown sends are acknowledged and ignored, never guessed at.
+Unknown notification types and unknown sends are acknowledged and ignored, never guessed at;
+so are notifications about the sends of a deleted contact (nothing about it is recorded).
+The dedupe rows are forgotten after `DEDUPE_WINDOW` (beat task `webhooks.purge_deliveries`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy import select
+from sqlalchemy import tuple_
 from sqlalchemy.orm import Session
 
 from app.db import insert_if_absent
+from app.db import is_postgres
+from app.models import Contact
 from app.models import Send
 from app.models import WebhookDelivery
 from app.services import lifecycle
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 PROVIDER = "ses"
 SEND_ID_HEADER = "x-kraiter-send-id"
 MAX_REASON_CHARS = 1000
+# How long a processed notification's MessageId is remembered. SNS stops retrying an HTTP(S)
+# delivery after 3,600 s at most (a hard AWS limit), so two weeks leaves a wide margin.
+DEDUPE_WINDOW = timedelta(days=14)
+PURGE_BATCH = 5000
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -135,4 +146,39 @@ def apply_notification(db: Session, *, delivery_id: str, message: str) -> str:
         log.warning("ses_send_unknown sns_message_id=%s ses_message_id=%s", delivery_id,
                     mail.get("messageId"))
         return "unknown_send"
+    if not _contact_exists(db, send):
+        # Its sends were erased with it: record no event, status or diagnostic text (a bounce's
+        # text often quotes the address).
+        log.info("ses_contact_deleted sns_message_id=%s send_id=%s", delivery_id, send.id)
+        return "contact_deleted"
     return "applied" if handler(db, send, notification) else "unchanged"
+
+
+def _contact_exists(db: Session, send: Send) -> bool:
+    """Whether the send's contact still exists (asked after the send's row lock is held, so a
+    deletion that erased this send has committed and shows)."""
+    return db.scalar(select(Contact.id).where(Contact.tenant_id == send.tenant_id,
+                                              Contact.id == send.contact_id)) is not None
+
+
+# --- purging the dedupe rows -------------------------------------------------------------------
+
+
+def purge_deliveries(db: Session, *, older_than: timedelta = DEDUPE_WINDOW,
+                     batch_size: int = PURGE_BATCH, now: datetime | None = None) -> int:
+    """Forget up to `batch_size` processed notifications older than `older_than`; return how
+    many. Idempotent; the caller commits each batch and calls again while a batch comes back
+    full. SNS gives up on a message within an hour, so no retry outlives its row.
+    """
+    cutoff = (now or utcnow()) - older_than
+    query = (select(WebhookDelivery.provider, WebhookDelivery.message_id)
+             .where(WebhookDelivery.received_at < cutoff)
+             .order_by(WebhookDelivery.received_at).limit(batch_size))
+    if is_postgres(db):
+        query = query.with_for_update(skip_locked=True)  # concurrent purges take disjoint rows
+    keys = [tuple(row) for row in db.execute(query)]
+    if not keys:
+        return 0
+    db.execute(delete(WebhookDelivery).where(
+        tuple_(WebhookDelivery.provider, WebhookDelivery.message_id).in_(keys)))
+    return len(keys)

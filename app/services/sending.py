@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import timedelta
 from typing import Any
 from typing import cast
+from urllib.parse import unquote_plus
 
 from sqlalchemy import Boolean
 from sqlalchemy import Table
@@ -65,6 +67,11 @@ API_STATUSES = ("queued", "sent", "delivered", "bounced", "complained", "rejecte
 EVENT_KEY = "event"
 IGNORE_UNSUBSCRIBE_KEY = "ignoreUnsubscribe"
 INTERRUPTED = "interrupted while sending; not retried, to avoid sending a duplicate"
+# A deleted contact's sends keep no address (the column is required, so it is emptied).
+ERASED_EMAIL = ""
+CANCELLED_BY_DELETION = "Cancelled: the contact was deleted."
+DELETED_WHILE_SENDING = "The contact was deleted while this e-mail was being sent."
+REDACTED = "[deleted]"
 MAX_RETRY_DELAY_S = 3600.0
 
 
@@ -164,8 +171,12 @@ _CLAIM = _QUEUED.where(exists().where(
 # out: decoding them is most of the cost of reading a row.
 _LIFECYCLE_COLUMNS = [column for column in _sends.c
                       if column.name not in {"id", "variables", "context", "links"}]
-_LOCK = select(_sends.c.id, *_LIFECYCLE_COLUMNS).where(
-    _sends.c.id == bindparam("b_id")).with_for_update()
+# Whether the send's contact still exists, read in the same statement. A contact deleted while
+# this waited for the row lock shows in the row itself: the deletion erased its address.
+_CONTACT_LIVE = exists().where(_contacts.c.tenant_id == _sends.c.tenant_id,
+                               _contacts.c.id == _sends.c.contact_id).label("contact_live")
+_LOCK = select(_sends.c.id, *_LIFECYCLE_COLUMNS, _CONTACT_LIVE).where(
+    _sends.c.id == bindparam("b_id")).with_for_update(of=_sends)
 _WRITE_BACK = update(_sends).where(_sends.c.id == bindparam("b_id")).values(
     {column.name: bindparam(f"w_{column.name}", type_=column.type)
      for column in _LIFECYCLE_COLUMNS})
@@ -288,8 +299,14 @@ def record_outcome(db: Session, *, send_id: str, outcome: Outcome,
     if row is None or row.status not in expected:
         log.warning("send_outcome_ignored %s", send_id, extra={"send_id": send_id})
         return None
-    send = Send(**row._mapping)
-    retry_in = _apply_outcome(db, send, error, outcome.provider_message_id, settings)
+    columns = dict(row._mapping)
+    contact_live = columns.pop("contact_live") and columns["email"] != ERASED_EMAIL
+    send = Send(**columns)
+    if contact_live:
+        retry_in = _apply_outcome(db, send, error, outcome.provider_message_id, settings)
+    else:
+        retry_in = None
+        _apply_orphan_outcome(send, error, outcome.provider_message_id)
     db.execute(_WRITE_BACK, {"b_id": send_id, **{f"w_{column.name}": getattr(send, column.name)
                                                   for column in _LIFECYCLE_COLUMNS}})
     return retry_in
@@ -312,6 +329,59 @@ def _apply_outcome(db: Session, send: Send, error: TransportError | None,
     else:
         send.status, send.error, send.updated_at = "failed", str(error), utcnow()
     return None
+
+
+def _apply_orphan_outcome(send: Send, error: TransportError | None,
+                          provider_message_id: str | None) -> None:
+    """The outcome of a send whose contact was deleted while it was out: no system event and no
+    suppression (there is no contact), no retry, and no transport text (it may quote the address).
+    """
+    now = utcnow()
+    if error is None:
+        send.status, send.sent_at, send.error = "sent", now, None
+        send.provider_message_id = provider_message_id
+    else:
+        send.status, send.error = "failed", DELETED_WHILE_SENDING
+    send.updated_at = now
+
+
+# --- contact deletion ----------------------------------------------------------------------------
+
+
+def erase_contact_sends(db: Session, *, tenant_id: str, contact_id: str, email: str) -> int:
+    """Cancel a deleted contact's unclaimed sends and erase it from all its sends; return how
+    many were cancelled.
+
+    A `queued` send (waiting for its task, or for a retry) becomes `rejected`: its task, the
+    lost-send sweep and a worker that already rendered it all find nothing to claim. A send
+    already claimed (`sending`) is left to finish, since its message is out of our hands; its
+    outcome is then recorded without a system event (`record_outcome`). Rows stay, so the
+    metrics keep counting what was sent, but without the person: the address, the variables and
+    enrolling event they were rendered with, the rendered subject, and any error text or link
+    that quotes the address (such a link stops working; the others keep redirecting).
+    """
+    now = utcnow()
+    mine = (Send.tenant_id == tenant_id, Send.contact_id == contact_id)
+    cancelled = db.execute(update(Send).where(*mine, Send.status == "queued").values(
+        status="rejected", error=CANCELLED_BY_DELETION, updated_at=now))
+    address = email.lower()
+    for send_id, error, links in db.execute(select(Send.id, Send.error, Send.links)
+                                            .where(*mine)):
+        changes: dict[str, Any] = {}
+        if error and address in error.lower():
+            changes["error"] = re.sub(re.escape(email), REDACTED, error, flags=re.IGNORECASE)
+        if isinstance(links, list) and any(_quotes(link, address) for link in links):
+            changes["links"] = ["" if _quotes(link, address) else link for link in links]
+        if changes:
+            db.execute(update(Send).where(Send.id == send_id).values(changes))
+    db.execute(update(Send).where(*mine).values(
+        email=ERASED_EMAIL, subject=None, variables={}, context={}, updated_at=now))
+    return int(cancelled.rowcount)  # type: ignore[attr-defined]
+
+
+def _quotes(link: Any, address: str) -> bool:
+    """Whether a stored link carries the (lower-cased) address, plainly or percent-encoded."""
+    return isinstance(link, str) and address in unquote_plus(link).lower()
 
 
 # --- sweeps (beat) -------------------------------------------------------------------------------

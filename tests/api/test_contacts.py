@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -15,9 +16,15 @@ from sqlalchemy import update
 from app import db
 from app.models import ArchivedEvent
 from app.models import Contact
+from app.models import Enrolment
 from app.models import Event
+from app.models import Send
 from app.services import ingest
+from app.services import sending
+from tasks.sends import deliver
+from tests.api.test_sequences import active_sequence
 from tests.conftest import Tenant
+from tests.support import WorkerProcess
 from tests.support import wait_for
 
 
@@ -621,3 +628,88 @@ def test_openapi_documents_the_contact_operations(client: Any) -> None:
     assert {"get", "put", "patch", "delete"} <= set(paths["/contacts/{id}"])
     assert "201" in paths["/contacts"]["post"]["responses"]
     assert "204" in paths["/contacts/{id}"]["delete"]["responses"]
+
+
+# --- deleting a contact that is in sequences and has e-mail -----------------------------------
+
+DRIP = """
+trigger:
+  api: true
+steps:
+  - send: welcome
+  - delay: 2s
+  - send: tips
+"""
+
+WAITING = """
+trigger:
+  event: signed_up
+steps:
+  - action: wait
+    event: plan.chosen
+    timeout: 1d
+  - send: tips
+"""
+
+
+def _rows_quoting(address: str) -> list[str]:
+    """Every stored row, of the tables that hold personal data, that still contains `address`."""
+    found = []
+    with db.transaction() as session:
+        for model in (Contact, Event, ArchivedEvent, Send, Enrolment):
+            for row in session.scalars(select(model)):
+                values = {column.key: getattr(row, column.key)
+                          for column in model.__mapper__.column_attrs}
+                if address.lower() in json.dumps(values, default=str).lower():
+                    found.append(f"{model.__tablename__}: {values}")
+    return found
+
+
+@pytest.mark.worker
+def test_deleting_a_contact_ends_its_enrolments_and_cancels_its_unsent_email(
+        tenant: Tenant, worker: WorkerProcess) -> None:
+    address = "Ann.Lee@example.com"
+    tenant.put("/api/templates/welcome", json={
+        "name": "Welcome", "subject": "Welcome, {{ contact.email }}",
+        "html": '<a href="https://acme.test/prefs?who={{ contact.email }}">prefs</a> '
+                '<a href="https://acme.test/blog">blog</a>'})
+    active_sequence(tenant, "drip", DRIP, ("tips",))
+    active_sequence(tenant, "waiting", WAITING, ())
+    tenant.post("/api/events", json={"email": address, "event": "signed_up"})
+    enrolled = tenant.post("/api/sequences/drip/enrolments", json={"email": address})
+    assert enrolled.status_code == 201, enrolled.get_json()
+    contact_id = enrolled.get_json()["contactId"]
+    wait_for(lambda: [s["status"] for s in tenant.get("/api/sends").get_json()["data"]]
+             == ["sent"], message="the welcome e-mail")
+    wait_for(lambda: len(tenant.get("/api/scheduled").get_json()["data"]) == 2,
+             message="the pending delay and wait")
+    with db.transaction() as session:  # a transactional e-mail waiting for its retry
+        waiting = sending.create_send(session, tenant_id=tenant.id, contact_id=contact_id,
+                                      email=address, template_id="welcome",
+                                      variables={"coupon": "ANN-42"})
+        waiting.attempts, waiting.error = 1, f"Attempt 1 of 5: 451 <{address.lower()}> busy"
+
+    assert tenant.delete(f"/api/contacts/{address}").status_code == 204
+
+    listed = [tenant.get(f"/api/sequences/{seq}/enrolments").get_json()["data"]
+              for seq in ("drip", "waiting")]
+    assert [[(e["status"], e["exitReason"], e["nextStepAt"]) for e in page]
+            for page in listed] == [[("exited", "contactDeleted", None)]] * 2
+    assert tenant.get("/api/scheduled").get_json()["data"] == []
+    cancelled = tenant.get(f"/api/sends/{waiting.id}").get_json()
+    assert (cancelled["status"], cancelled["error"]) == (
+        "rejected", "Cancelled: the contact was deleted.")
+    deliver.apply_async(args=(waiting.id,))  # its retry arrives anyway
+    wait_for(lambda: f"send_not_claimed {waiting.id}" in worker.log(),
+             message="the late task to find nothing to send")
+    time.sleep(2.5)  # past the delay: the next step must not run
+    sends = tenant.get("/api/sends").get_json()["data"]
+    assert [(s["templateId"], s["status"]) for s in sends] == [
+        ("welcome", "rejected"), ("welcome", "sent")]
+    assert [(s["email"], s["subject"]) for s in sends] == [("", None)] * 2
+    assert tenant.get(f"/api/contacts/{address}").status_code == 404  # not brought back
+    assert _rows_quoting(address) == []
+    with db.transaction() as session:
+        sent = session.scalars(select(Send).where(Send.status == "sent")).one()
+        assert sent.links[1:] == ["https://acme.test/blog"]  # only the link quoting the address
+        assert sent.variables == {} and sent.context == {}   # is gone

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import timedelta
 from typing import Any
 
+import pytest
+from flask import Flask
+from sqlalchemy import insert
+
 from app import db
+from app.ids import new_id
 from app.models import Enrolment
 from app.models import Send
+from app.services import enrolments
+from app.timeutil import utcnow
 from tests.conftest import Tenant
+from tests.support import backend
+from tests.support import wait_for
 
 SEED = """
 trigger:
@@ -234,3 +246,91 @@ def test_editing_keeps_enrolments_on_their_version(tenant: Tenant) -> None:
     assert versions == [1, 2]
     items = tenant.get("/api/scheduled").get_json()["data"]
     assert [item["templateId"] for item in items] == ["tips", "other"]
+
+
+# --- manual enrolment racing another enrolment --------------------------------------------------
+
+
+def _enrolment_row(tenant: Tenant, contact_id: str) -> dict[str, Any]:
+    """An active enrolment of the contact in `s`, as an event's trigger would insert it."""
+    now = utcnow()
+    return {"id": new_id("enr"), "tenant_id": tenant.id, "sequence_id": "s", "version": 1,
+            "contact_id": contact_id, "status": "active", "exclusive": True,
+            "current_step": 2, "next_step_at": now + timedelta(days=1), "exit_reason": None,
+            "event": None, "enqueued_at": None, "created_at": now, "updated_at": now}
+
+
+def _contact_id(tenant: Tenant, email: str) -> str:
+    response = tenant.post("/api/contacts", json={"email": email})
+    assert response.status_code == 201
+    return str(response.get_json()["id"])
+
+
+def test_an_enrolment_made_after_the_policy_check_is_a_conflict_not_an_error(
+        tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race, made deterministic: another enrolment lands between the check and the insert."""
+    active_sequence(tenant, "s", API_ONLY.replace("never", "afterCompletion"),
+                    ("welcome", "tips"))
+    contact_id = _contact_id(tenant, "a@example.com")
+    original = enrolments.new_enrolment
+
+    def competing(**kwargs: Any) -> dict[str, Any]:
+        db.session.execute(insert(Enrolment), [_enrolment_row(tenant, contact_id)])
+        return original(**kwargs)
+
+    monkeypatch.setattr(enrolments, "new_enrolment", competing)
+    raced = tenant.post("/api/sequences/s/enrolments", json={"email": "a@example.com"})
+    monkeypatch.undo()
+
+    assert raced.status_code == 409, raced.get_json()
+    assert tenant.get("/api/sequences/s/enrolments").get_json()["data"] == []
+    assert tenant.post("/api/sequences/s/enrolments",
+                       json={"email": "a@example.com"}).status_code == 201
+    duplicate = tenant.post("/api/sequences/s/enrolments", json={"email": "a@example.com"})
+    assert (raced.status_code, raced.get_json()) == (409, duplicate.get_json())
+
+
+def test_an_enrolment_committed_while_the_request_waits_is_a_conflict(
+        app: Flask, tenant: Tenant) -> None:
+    """A worker's trigger enrols the contact in another transaction while the request runs.
+
+    On PostgreSQL the request does not see the uncommitted row, passes the policy check and
+    waits on the unique index; once the other commits, the request must answer 409, as a plain
+    duplicate does. (SQLite serialises the two transactions, so there the check sees the row.)
+    """
+    active_sequence(tenant, "s", API_ONLY.replace("never", "afterCompletion"),
+                    ("welcome", "tips"))
+    contact_id = _contact_id(tenant, "b@example.com")
+    answers: list[Any] = []
+
+    def request() -> None:
+        client = app.test_client()
+        answers.append(client.post("/api/sequences/s/enrolments", headers=tenant.headers,
+                                   json={"contactId": contact_id}))
+        db.remove_session()
+
+    holder = db.get_engine().connect()
+    transaction = holder.begin()
+    try:
+        holder.execute(insert(Enrolment), [_enrolment_row(tenant, contact_id)])
+        thread = threading.Thread(target=request)
+        thread.start()
+        if backend() == "postgres":
+            with db.get_engine().connect() as watcher:
+                wait_for(lambda: watcher.exec_driver_sql(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted").scalar(),
+                    message="the request to wait for the other enrolment")
+        else:
+            time.sleep(0.3)
+        transaction.commit()
+    finally:
+        if transaction.is_active:
+            transaction.rollback()
+        holder.close()
+    thread.join(timeout=30)
+
+    [raced] = answers
+    assert raced.status_code == 409, raced.get_json()
+    assert raced.get_json()["error"]["code"] == "CONFLICT"
+    listed = tenant.get("/api/sequences/s/enrolments").get_json()["data"]
+    assert [e["contactId"] for e in listed] == [contact_id]

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 from sqlalchemy import select
+from sqlalchemy import update
 
 from app import db
 from app.errors import BadRequest
 from app.errors import Conflict
 from app.errors import NotFound
+from app.ids import new_id
 from app.models import ArchivedEvent
 from app.models import Contact
+from app.models import Enrolment
 from app.models import Event
+from app.models import Send
 from app.services import contacts
 from app.services import ingest
+from app.services import sending
+from app.timeutil import utcnow
+from tests.api.test_sequences import active_sequence
 from tests.conftest import Tenant
 
 
@@ -137,3 +146,125 @@ def test_delete_removes_live_and_archived_events_of_that_contact_only(tenant: Te
     assert live == {rows[2]["id"]}
     assert archived == set()
     assert emails == {"gus@acme.test"}
+
+
+# --- deletion ends enrolments and cancels unsent e-mail -----------------------------------------
+
+DRIP = """
+trigger:
+  api: true
+steps:
+  - send: welcome
+  - delay: 1d
+  - send: tips
+"""
+
+ONE_SHOT = """
+trigger:
+  event: signed_up
+steps:
+  - send: tips
+"""
+
+
+def _enrol(tenant: Tenant, sequence_id: str, email: str) -> str:
+    response = tenant.post(f"/api/sequences/{sequence_id}/enrolments", json={"email": email})
+    assert response.status_code == 201, response.get_json()
+    return str(response.get_json()["id"])
+
+
+def _state(model: type[Send] | type[Enrolment], row_id: str) -> Any:
+    with db.transaction() as session:
+        return session.get(model, row_id)
+
+
+def _sends_of(contact_id: str) -> list[Send]:
+    with db.transaction() as session:
+        return list(session.scalars(select(Send).where(Send.contact_id == contact_id)
+                                    .order_by(Send.id)))
+
+
+def test_delete_ends_every_active_enrolment_and_cancels_only_unclaimed_sends(
+        tenant: Tenant) -> None:
+    active_sequence(tenant, "drip", DRIP, ("welcome", "tips"))
+    active_sequence(tenant, "held", DRIP, ())
+    active_sequence(tenant, "one-shot", ONE_SHOT, ())
+    running = _enrol(tenant, "drip", "ann@acme.test")  # its first e-mail queued, no worker here
+    held = _enrol(tenant, "held", "ann@acme.test")
+    assert tenant.post("/api/sequences/held/pause").status_code == 200
+    with db.transaction() as session:  # enrols, keeping the enrolling event
+        ingest.store_events(session, messages=[ingest.accept_event(
+            session, tenant_id=tenant.id, data={"email": "ann@acme.test", "event": "signed_up"})])
+        session.execute(update(Enrolment).where(Enrolment.sequence_id == "one-shot")
+                        .values(status="completed", next_step_at=None))  # as if it ran
+    bystander = _enrol(tenant, "drip", "bob@acme.test")
+    with db.transaction() as session:
+        ann = contacts.find_contact(session, tenant_id=tenant.id, ref="ann@acme.test")
+        [finished] = session.scalars(select(Enrolment).where(Enrolment.sequence_id == "one-shot"))
+        assert finished.status == "completed" and finished.event is not None
+        in_flight = sending.create_send(session, tenant_id=tenant.id, contact_id=ann.id,
+                                        email=ann.email, template_id="welcome")
+        in_flight.status = "sending"  # claimed: the transport may be running
+    ann_id, finished_id = ann.id, finished.id
+
+    with db.transaction() as session:
+        contacts.delete_contact(session, tenant_id=tenant.id, ref="ann@acme.test")
+
+    for enrolment_id in (running, held):
+        ended = _state(Enrolment, enrolment_id)
+        assert (ended.status, ended.exit_reason, ended.next_step_at) == (
+            "exited", "contactDeleted", None)
+    finished = _state(Enrolment, finished_id)
+    assert (finished.status, finished.event) == ("completed", None)
+    sends = _sends_of(ann_id)
+    assert [(s.template_id, s.status, s.error) for s in sends] == [
+        ("welcome", "rejected", "Cancelled: the contact was deleted."),  # drip's step 0
+        ("welcome", "rejected", "Cancelled: the contact was deleted."),  # held's step 0
+        ("welcome", "sending", None)]  # left to finish
+    assert {send.email for send in sends} == {""}
+    other = _state(Enrolment, bystander)
+    assert (other.status, other.next_step_at is not None) == ("active", True)
+    [bobs] = _sends_of(other.contact_id)
+    assert (bobs.status, bobs.email) == ("queued", "bob@acme.test")
+
+
+def test_delete_cancels_the_email_of_a_step_that_was_running_meanwhile(tenant: Tenant) -> None:
+    """A step runner holds the enrolment (and, on SQLite, the database) and queues an e-mail;
+    the deletion waits for it, then ends the enrolment and cancels that e-mail too."""
+    active_sequence(tenant, "drip", DRIP, ("welcome", "tips"))
+    enrolment_id = _enrol(tenant, "drip", "cy@acme.test")
+    enrolment = _state(Enrolment, enrolment_id)
+    now = utcnow()
+    holder = db.get_engine().connect()
+    transaction = holder.begin()
+    done = threading.Event()
+
+    def delete() -> None:
+        with db.transaction() as session:
+            contacts.delete_contact(session, tenant_id=tenant.id, ref="cy@acme.test")
+        done.set()
+
+    try:
+        holder.execute(select(Enrolment.id).where(Enrolment.id == enrolment_id)
+                       .with_for_update())
+        holder.execute(insert(Send), [{
+            "id": new_id("snd"), "tenant_id": tenant.id, "contact_id": enrolment.contact_id,
+            "email": "cy@acme.test", "template_id": "tips", "status": "queued",
+            "source": "sequence", "source_id": "drip", "enrolment_id": enrolment_id,
+            "step_index": 2, "variables": {}, "context": {}, "links": [], "attempts": 0,
+            "created_at": now, "updated_at": now}])
+        thread = threading.Thread(target=delete)
+        thread.start()
+        assert not done.wait(0.5)  # waits for the step runner
+        transaction.commit()
+    finally:
+        if transaction.is_active:
+            transaction.rollback()
+        holder.close()
+    thread.join(timeout=30)
+
+    assert done.is_set()
+    assert _state(Enrolment, enrolment_id).status == "exited"
+    assert sorted((s.template_id, s.status, s.email)
+                  for s in _sends_of(enrolment.contact_id)) == [
+        ("tips", "rejected", ""), ("welcome", "rejected", "")]

@@ -20,6 +20,7 @@ from app.models import Event
 from app.models import Send
 from app.models import Template
 from app.models import Tenant as TenantRow
+from app.services import contacts
 from app.services import sending
 from app.services import tokens
 from app.timeutil import utcnow
@@ -395,3 +396,41 @@ def test_a_contact_suppressed_after_rendering_is_not_claimed(tenant: Tenant,
 
     deliver_send(send_id, settings=settings, transport=MemoryTransport())
     assert (_send(send_id).status, memory.outbox) == ("rejected", [])
+
+
+# --- a contact deleted while its e-mail is out ---------------------------------------------------
+
+
+class DeletingTransport(ScriptedTransport):
+    """Deletes the recipient's contact while the message is in its hands, then answers."""
+
+    def __init__(self, tenant: Tenant, *script: TransportError | None) -> None:
+        super().__init__(*script)
+        self.tenant = tenant
+
+    def send(self, message: OutgoingMessage) -> str | None:
+        with db.transaction() as session:
+            contacts.delete_contact(session, tenant_id=self.tenant.id, ref=message.recipients[0])
+        return super().send(message)
+
+
+@pytest.mark.parametrize(("answer", "status", "error"), [
+    (None, "sent", None),
+    (TransientError(451, "<ann@example.com> busy"), "failed", sending.DELETED_WHILE_SENDING),
+    (PermanentError(550, "<ann@example.com> no such user"), "failed",
+     sending.DELETED_WHILE_SENDING),
+])
+def test_the_outcome_for_a_contact_deleted_meanwhile_brings_nothing_back(
+        tenant: Tenant, settings: Settings, answer: TransportError | None, status: str,
+        error: str | None) -> None:
+    _template(tenant)
+    send_id = _queue(tenant)
+
+    retry = deliver_send(send_id, settings=settings, transport=DeletingTransport(tenant, answer))
+
+    stored = _send(send_id)
+    assert (stored.status, stored.error, stored.email, retry) == (status, error, "", None)
+    assert (stored.sent_at is not None) == (status == "sent")
+    with db.transaction() as session:  # no system event, so no contact made again
+        assert list(session.scalars(select(Contact.email))) == []
+        assert list(session.scalars(select(Event.name))) == []
