@@ -15,6 +15,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app import observability
     from app.api import register_api
     from app.config import celery_config
+    from app.dashboard.views import dashboard
     from app.errors import register_error_handlers
     from app.ingest_batcher import IngestBatcher
     from app.ingest_ledger import ledger_for
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery_init_app(app)
     register_error_handlers(app)
     register_api(app)
+    app.register_blueprint(dashboard)
 
     ledger = app.extensions["ingest_ledger"] = ledger_for(settings.redis_url)
 

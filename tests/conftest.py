@@ -27,6 +27,7 @@ from tests.support import WorkerProcess
 from tests.support import backend
 from tests.support import drop_pg_database
 from tests.support import prepare_backend
+from tests.support import release_redis_db
 
 # CI shares two cores with PostgreSQL, Redis and worker processes: judge properties, not speed.
 hypothesis_settings.register_profile("shared-machine", deadline=None,
@@ -50,6 +51,7 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     if backend() == "postgres":
         db.get_engine().dispose()
         drop_pg_database()
+        release_redis_db(env["REDIS_URL"])
 
 
 @pytest.fixture(scope="session")

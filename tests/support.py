@@ -20,7 +20,8 @@ T = TypeVar("T")
 PG_ADMIN_DSN = os.environ.get("KRAITER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Per-process names, so two test runs on one machine (or CI beside a developer) never collide.
 TEST_DATABASE = os.environ.get("KRAITER_TEST_DATABASE", f"kraiter_test_{os.getpid()}")
-TEST_REDIS = os.environ.get("KRAITER_TEST_REDIS", f"redis://127.0.0.1:6379/{8 + os.getpid() % 8}")
+REDIS_SERVER = "redis://127.0.0.1:6379"
+_RUN_LOCK = "kraiter:test-run"  # in each Redis db: the pid of the test run that has it
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,14 +49,59 @@ def drop_pg_database(name: str = TEST_DATABASE) -> None:
     admin.close()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_redis_db() -> str:
+    """A Redis db no other test run on this machine uses (dbs 8-15), emptied for this run.
+
+    Two runs sharing a db would take each other's Celery messages; a db whose run died is
+    taken over. `KRAITER_TEST_REDIS` picks one explicitly.
+    """
+    if explicit := os.environ.get("KRAITER_TEST_REDIS"):
+        redis.Redis.from_url(explicit).flushdb()
+        return explicit
+    for number in range(8, 16):
+        url = f"{REDIS_SERVER}/{number}"
+        client = redis.Redis.from_url(url)
+        owner = client.get(_RUN_LOCK)
+        if owner is not None and int(owner) != os.getpid() and _alive(int(owner)):
+            continue
+        if owner is not None:
+            client.delete(_RUN_LOCK)
+        if client.set(_RUN_LOCK, os.getpid(), nx=True, ex=6 * 3600):
+            for key in client.scan_iter(count=1000):
+                if key != _RUN_LOCK.encode():
+                    client.delete(key)
+            return url
+    raise RuntimeError("Redis dbs 8-15 are all used by running test runs")
+
+
+def flush_redis_db(url: str) -> None:
+    """Lose everything the broker holds (a crash test), but keep this run's claim on the db."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.set(_RUN_LOCK, os.getpid(), ex=6 * 3600)
+
+
+def release_redis_db(url: str) -> None:
+    redis.Redis.from_url(url).flushdb()
+
+
 def prepare_backend(kind: str, data_dir: Path) -> dict[str, str]:
     """Fresh database and broker for a test run; returns the env that selects them."""
     env = {"KRAITER_DATA_DIR": str(data_dir), "SECRET_KEY": "test-secret",
            "EMAIL_TRANSPORT": "memory", "KRAITER_BROKER_VISIBILITY_TIMEOUT": "5"}
     if kind == "postgres":
         env["DATABASE_URL"] = _recreate_pg_database(TEST_DATABASE)
-        redis.Redis.from_url(TEST_REDIS).flushdb()
-        env["REDIS_URL"] = TEST_REDIS
+        env["REDIS_URL"] = claim_redis_db()
     elif kind != "embedded":
         raise ValueError(f"unknown KRAITER_TEST_BACKEND {kind!r}")
     return env

@@ -22,6 +22,7 @@ from typing import cast
 from marshmallow import ValidationError
 from sqlalchemy import Table
 from sqlalchemy import and_
+from sqlalchemy import func
 from sqlalchemy import null
 from sqlalchemy import or_
 from sqlalchemy import select
@@ -538,3 +539,19 @@ def enrolment_view(enrolment: Enrolment) -> dict[str, Any]:
         "createdAt": isoformat(enrolment.created_at),
         "updatedAt": isoformat(enrolment.updated_at),
     }
+
+
+def counts_by_status(db: Session, *, tenant_id: str, sequence_ids: Iterable[str]
+                     ) -> dict[str, dict[str, int]]:
+    """{sequence id: {status: enrolments}} for the given sequences, every status present."""
+    wanted = sorted(set(sequence_ids))
+    counts = {sequence_id: dict.fromkeys(STATUSES, 0) for sequence_id in wanted}
+    if not wanted:
+        return counts
+    rows = db.execute(select(Enrolment.sequence_id, Enrolment.status, func.count())
+                      .where(Enrolment.tenant_id == tenant_id,
+                             Enrolment.sequence_id.in_(wanted))
+                      .group_by(Enrolment.sequence_id, Enrolment.status)).all()
+    for sequence_id, status, count in rows:
+        counts[sequence_id][status] = int(count)
+    return counts

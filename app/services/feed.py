@@ -66,3 +66,14 @@ def position_of(connection: Connection, *, tenant_id: str, event_id: str) -> int
         if position is not None:
             return int(position)
     return None
+
+
+def latest_stored_event_id(db: Session, *, tenant_id: str) -> str | None:
+    """The id of the tenant's most recently stored event: where the live feed picks up.
+
+    The page lists events by their own timestamps; the stream goes in the order they were stored.
+    Starting the stream after this event means nothing stored after the page was read is missed.
+    """
+    return db.scalar(select(Event.id).where(Event.tenant_id == tenant_id,
+                                            Event.feed_seq.is_not(None))
+                     .order_by(Event.feed_seq.desc()).limit(1))

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from app import db
 from app.models import Enrolment
@@ -23,6 +22,7 @@ from tests.api.test_sequences import active_sequence
 from tests.conftest import Tenant
 from tests.support import WorkerProcess
 from tests.support import backend
+from tests.support import flush_redis_db
 from tests.support import wait_for
 
 SEQUENCE = """
@@ -133,7 +133,7 @@ def test_redis_flushed_in_the_middle_of_a_delay(tenant: Tenant, workers: list[Wo
     wait_for(lambda: len([s for s in snapshot()[1] if s.status == "sent"]) == 20,
              message="the confirmations")
     first.kill()
-    redis.Redis.from_url(stack_env["REDIS_URL"]).flushdb()  # every queued and ETA task is gone
+    flush_redis_db(stack_env["REDIS_URL"])  # every queued and ETA task is gone
     spawn(workers, stack_env, tmp_path)
     wait_for(lambda: all_done(20), timeout=30, message="every review request")
     time.sleep(2)
