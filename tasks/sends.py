@@ -19,6 +19,7 @@ from app.config import Settings
 from app.services import sending
 from app.transports import Transport
 from app.transports import get_transport
+from app.transports.message import OutgoingMessage
 from tasks.celery_app import Queue
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def deliver_sends(send_ids: list[str], *, settings: Settings,
 
     Per send: claim (committed before the message goes out: that is what stops a second
     worker), transmit, record. The reading and rendering of the whole batch comes first, in one
-    query, and no transaction stays open while a template renders or a server talks.
+    query, and no transaction stays open while a template renders or a server talks. A send's
+    outcome is recorded in the transaction that claims the next one (one commit per send, not
+    two); that commit comes right after the transmission, before anything else goes out.
     """
     retries: dict[str, float] = {}
     claimed: set[str] = set()
@@ -66,19 +69,42 @@ def deliver_sends(send_ids: list[str], *, settings: Settings,
     with db.get_engine().connect() as connection:
         with _transaction(connection) as session:
             drafts = sending.prepare_sends(session, send_ids=send_ids, settings=settings)
+        unrecorded: tuple[str, sending.Outcome] | None = None
         for draft in drafts:
-            with _transaction(connection) as session:
-                message = sending.claim_send(session, draft=draft)
+            message, retry = _record_and_claim(connection, unrecorded, draft, settings)
+            if retry is not None and unrecorded is not None:
+                retries[unrecorded[0]] = retry
+            unrecorded = None
             if message is None:
                 continue
             claimed.add(draft.send_id)
-            outcome = sending.transmit(message, transport)
-            retry_in = _record(connection, draft.send_id, outcome, settings)
-            if retry_in is not None:
-                retries[draft.send_id] = retry_in
+            unrecorded = (draft.send_id, sending.transmit(message, transport))
+        if unrecorded is not None:
+            retry = _record(connection, *unrecorded, settings)
+            if retry is not None:
+                retries[unrecorded[0]] = retry
     for send_id in set(send_ids) - claimed:
         log.info("send_not_claimed %s", send_id, extra={"send_id": send_id})
     return retries
+
+
+def _record_and_claim(connection: Connection, unrecorded: tuple[str, sending.Outcome] | None,
+                      draft: sending.Draft, settings: Settings
+                      ) -> tuple[OutgoingMessage | None, float | None]:
+    """Record the previous send's outcome and claim the next send, in one transaction."""
+    try:
+        with _transaction(connection) as session:
+            retry = (sending.record_outcome(session, send_id=unrecorded[0],
+                                            outcome=unrecorded[1], settings=settings)
+                     if unrecorded is not None else None)
+            return sending.claim_send(session, draft=draft), retry
+    except IntegrityError:
+        if unrecorded is None:
+            raise
+    # The outcome could not be recorded as it was (see `_record`): both steps on their own.
+    retry = _record(connection, *unrecorded, settings)
+    with _transaction(connection) as session:
+        return sending.claim_send(session, draft=draft), retry
 
 
 @contextmanager
