@@ -137,10 +137,17 @@ def _contact_map(db: Session, messages: list[EventMessage]) -> dict[tuple[str, s
     (about a send) never do: a contact deleted since must not come back through an open pixel."""
     creating: dict[str, set[str]] = defaultdict(set)
     existing: dict[str, set[str]] = defaultdict(set)
+    vouched: dict[tuple[str, str], str] = {}
     for message in messages:
-        wanted = existing if message.get("source") == "system" else creating
-        wanted[message["tenantId"]].add(message["email"])
-    found = {(tenant_id, email): contact_id
+        if message.get("source") != "system":
+            creating[message["tenantId"]].add(message["email"])
+        elif message.get("contactId"):
+            # About a send whose row lock the caller holds, after checking its contact exists:
+            # a deletion takes that lock first, so the contact cannot vanish before we commit.
+            vouched[(message["tenantId"], message["email"])] = message["contactId"]
+        else:
+            existing[message["tenantId"]].add(message["email"])
+    found = vouched | {(tenant_id, email): contact_id
              for tenant_id, emails in creating.items()
              for email, contact_id in upsert_contacts(db, tenant_id=tenant_id,
                                                       emails=emails).items()}

@@ -25,7 +25,11 @@ FINAL_STATUSES = frozenset({"bounced", "complained", "rejected", "failed"})
 
 def record_system_event(db: Session, *, send: Send, name: str,
                         extra: dict[str, Any] | None = None, at: datetime | None = None) -> str:
-    """Store the system event `name` (e.g. `email.opened`) on the send's contact; return its id."""
+    """Store the system event `name` (e.g. `email.opened`) on the send's contact; return its id.
+
+    The caller holds the send's row lock and has checked that its contact exists (see
+    `ingest.store_events`: the contact is then taken as given, without a query).
+    """
     at = at or utcnow()
     properties: dict[str, Any] = {"sendId": send.id, "templateId": send.template_id}
     if send.source == "sequence":
@@ -33,7 +37,8 @@ def record_system_event(db: Session, *, send: Send, name: str,
     properties.update(extra or {})
     event_id = new_id("evt")
     ingest.store_events(db, messages=[{
-        "id": event_id, "tenantId": send.tenant_id, "email": send.email, "contactId": None,
+        "id": event_id, "tenantId": send.tenant_id, "email": send.email,
+        "contactId": send.contact_id,
         "event": name, "properties": properties, "timestamp": isoformat(at),
         "createdAt": isoformat(utcnow()), "source": "system"}])
     return event_id
