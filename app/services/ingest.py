@@ -189,7 +189,9 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
     contact_ids = _contact_map(db, messages)
     messages = [message for message in messages
                 if (message["tenantId"], message["email"]) in contact_ids]
-    # Taken last, right before the insert: the feed's lock is held until this transaction ends.
+    # What the tenants' sequences listen to is read first; the feed's lock, held until this
+    # transaction ends, is taken last, right before the insert.
+    indexes = triggers.tenant_indexes(db, sorted({m["tenantId"] for m in messages}))
     positions = _feed_positions(db, messages)
     rows = [
         {
@@ -210,5 +212,5 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
                                              sorted(rows, key=lambda r: r["id"]), ["id"]))
     # Only events stored just now: a redelivered batch must not enrol anyone twice.
     stored = [row for row in rows if row["id"] in inserted]
-    triggers.on_events_stored(db, rows=stored)
+    triggers.on_events_stored(db, rows=stored, indexes=indexes)
     return stored

@@ -143,14 +143,19 @@ def event_item(row: dict[str, Any]) -> dict[str, Any]:
             "source": row["source"]}
 
 
-def on_events_stored(db: Session, *, rows: list[dict[str, Any]]) -> None:
-    """Match newly stored events against the tenants' sequences (the ingestion hook)."""
+def on_events_stored(db: Session, *, rows: list[dict[str, Any]],
+                     indexes: dict[str, TenantIndex] | None = None) -> None:
+    """Match newly stored events against the tenants' sequences (the ingestion hook).
+
+    `indexes` (from `tenant_indexes`) may be read beforehand, outside the feed's lock.
+    """
     if not rows:
         return
     by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_tenant[row["tenant_id"]].append(row)
-    indexes = tenant_indexes(db, sorted(by_tenant))
+    if indexes is None or not by_tenant.keys() <= indexes.keys():
+        indexes = tenant_indexes(db, sorted(by_tenant))
     for tenant_id, tenant_rows in by_tenant.items():
         index = indexes[tenant_id]
         names = index.names
