@@ -125,6 +125,7 @@ def upsert_contact(db: Session, *, tenant_id: str, email: str, properties: dict[
             continue
         if not created:
             _apply_changes(contact, properties=properties, subscribed=subscribed)
+            _reconsider_enrolments(db, contact)
         return contact, created
     raise Conflict(f"The contact {email} changed concurrently; retry the request.")
 
@@ -134,7 +135,16 @@ def update_contact(db: Session, *, tenant_id: str, ref: str, properties: dict[st
     """Merge `properties` (a None value removes the key) and set `subscribed` if given."""
     contact = find_contact(db, tenant_id=tenant_id, ref=ref, lock=True)
     _apply_changes(contact, properties=properties, subscribed=subscribed)
+    _reconsider_enrolments(db, contact)
     return contact
+
+
+def _reconsider_enrolments(db: Session, contact: Contact) -> None:
+    """An unsubscribe, or a property an exit condition tests, ends enrolments at once."""
+    from app.services import triggers  # here: triggers → enrolments → this module
+
+    db.flush()
+    triggers.on_contact_changed(db, tenant_id=contact.tenant_id, contact_id=contact.id)
 
 
 def delete_contact(db: Session, *, tenant_id: str, ref: str) -> None:

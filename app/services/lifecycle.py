@@ -17,6 +17,7 @@ from app.ids import new_id
 from app.models import Contact
 from app.models import Send
 from app.services import ingest
+from app.services import triggers
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 
@@ -73,6 +74,7 @@ def suppress_contact(db: Session, *, tenant_id: str, contact_id: str) -> None:
     """No further e-mail to this contact (hard bounce, complaint)."""
     db.execute(update(Contact).where(Contact.tenant_id == tenant_id, Contact.id == contact_id)
                .values(suppressed=True, updated_at=utcnow()))
+    triggers.on_contact_changed(db, tenant_id=tenant_id, contact_id=contact_id)
 
 
 def mark_bounced(db: Session, *, send: Send, bounce_type: str, reason: str,
@@ -129,6 +131,7 @@ def mark_unsubscribed(db: Session, *, send: Send) -> bool:
     ).rowcount  # type: ignore[attr-defined]
     if not changed:
         return False
+    triggers.on_contact_changed(db, tenant_id=send.tenant_id, contact_id=send.contact_id)
     send.unsubscribed_at = send.unsubscribed_at or now
     _touch(send, now)
     record_system_event(db, send=send, name="email.unsubscribed", at=now)

@@ -39,6 +39,7 @@ from sequences import Definition
 from sequences import ExitReason
 from sequences import WaitStep
 from sequences import event_exits
+from sequences import exit_reason
 from sequences import may_enrol
 from sequences import trigger_matches
 
@@ -271,3 +272,35 @@ def _insert_enrolments(db: Session, rows: list[dict[str, Any]], now: datetime) -
     for row in rows:
         if row["id"] in inserted and row["enqueued_at"] is not None:
             pending.append((row["id"], row["next_step_at"]))
+
+
+def on_contact_changed(db: Session, *, tenant_id: str, contact_id: str) -> int:
+    """End the contact's enrolments that may no longer run, now rather than at their next step.
+
+    After an unsubscribe or a suppression (no sequence e-mail for them: every enrolment exits)
+    and after a property change that makes a property exit condition hold ("leave as soon as one
+    holds"). Call it once the contact row is updated in the caller's transaction; the enrolments
+    are locked in id order, as every other path locks them. Returns how many ended.
+    """
+    rows = list(db.scalars(
+        select(Enrolment).where(Enrolment.tenant_id == tenant_id,
+                                Enrolment.contact_id == contact_id, Enrolment.status == "active")
+        .order_by(Enrolment.id).with_for_update().execution_options(populate_existing=True)))
+    if not rows:
+        return 0
+    contact = db.scalar(select(Contact).where(Contact.id == contact_id)
+                        .execution_options(populate_existing=True))
+    if contact is None:
+        return 0
+    snapshot = enrolments.contact_snapshot(contact)
+    index = tenant_indexes(db, [tenant_id])[tenant_id]
+    now, ended = utcnow(), 0
+    for enrolment in rows:
+        definition = index.versions.get((enrolment.sequence_id, enrolment.version))
+        if definition is None:
+            continue  # its sequence is gone or archived: its next step ends it
+        reason = exit_reason(definition, snapshot, enrolment.event)
+        if reason is not None:
+            enrolments.finish(enrolment, "exited", now, reason=reason.value)
+            ended += 1
+    return ended

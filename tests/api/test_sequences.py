@@ -16,6 +16,7 @@ from app.ids import new_id
 from app.models import Enrolment
 from app.models import Send
 from app.services import enrolments
+from app.services import lifecycle
 from app.timeutil import utcnow
 from tests.conftest import Tenant
 from tests.support import backend
@@ -334,3 +335,57 @@ def test_an_enrolment_committed_while_the_request_waits_is_a_conflict(
     assert raced.get_json()["error"]["code"] == "CONFLICT"
     listed = tenant.get("/api/sequences/s/enrolments").get_json()["data"]
     assert [e["contactId"] for e in listed] == [contact_id]
+
+
+WITH_PROPERTY_EXIT = API_ONLY.replace("reenrol: never", """reenrol: always
+exitConditions:
+  - property: contact.properties.plan
+    operator: equals
+    value: enterprise""")
+
+
+def _enrolled(tenant: Tenant, email: str) -> str:
+    response = tenant.post("/api/sequences/s/enrolments", json={"email": email})
+    assert response.status_code == 201 and response.get_json()["status"] == "active"
+    return str(response.get_json()["id"])
+
+
+def _state(tenant: Tenant, enrolment_id: str) -> tuple[str, str | None, str | None]:
+    listed = tenant.get("/api/sequences/s/enrolments?limit=100").get_json()["data"]
+    enrolment = next(item for item in listed if item["id"] == enrolment_id)
+    return enrolment["status"], enrolment["exitReason"], enrolment["nextStepAt"]
+
+
+def test_unsubscribing_a_contact_ends_its_enrolments_at_once(tenant: Tenant) -> None:
+    active_sequence(tenant, "s", WITH_PROPERTY_EXIT, ("welcome", "tips"))
+    enrolment = _enrolled(tenant, "ann@example.com")  # its next step is a day away
+    kept = _enrolled(tenant, "bob@example.com")
+
+    assert tenant.patch("/api/contacts/ann@example.com",
+                        json={"subscribed": False}).status_code == 200
+
+    assert _state(tenant, enrolment) == ("exited", "unsubscribed", None)
+    assert _state(tenant, kept)[0] == "active"
+    scheduled = tenant.get("/api/scheduled").get_json()["data"]
+    assert [item["enrolmentId"] for item in scheduled] == [kept]
+
+
+def test_a_property_exit_condition_applies_as_soon_as_it_holds(tenant: Tenant) -> None:
+    active_sequence(tenant, "s", WITH_PROPERTY_EXIT, ("welcome", "tips"))
+    enrolment = _enrolled(tenant, "ann@example.com")
+
+    tenant.patch("/api/contacts/ann@example.com", json={"properties": {"plan": "pro"}})
+    assert _state(tenant, enrolment)[0] == "active"
+    tenant.put("/api/contacts/ann@example.com", json={"properties": {"plan": "enterprise"}})
+    assert _state(tenant, enrolment) == ("exited", "exitCondition", None)
+
+
+def test_a_suppressed_contact_leaves_at_once(tenant: Tenant) -> None:
+    active_sequence(tenant, "s", WITH_PROPERTY_EXIT, ("welcome", "tips"))
+    enrolment = _enrolled(tenant, "ann@example.com")
+    contact_id = tenant.get("/api/contacts/ann@example.com").get_json()["id"]
+
+    with db.transaction() as session:
+        lifecycle.suppress_contact(session, tenant_id=tenant.id, contact_id=contact_id)
+
+    assert _state(tenant, enrolment) == ("exited", "suppressed", None)
