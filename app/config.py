@@ -68,10 +68,11 @@ def _secret_keys(env: dict[str, str], data_dir: Path) -> tuple[str, ...]:
     if keys:
         return keys
     # Embedded mode keeps a generated key in the data folder so tokens survive restarts. Outside
-    # embedded mode every process must share one key, so we say loudly that it should be set.
-    if "DATABASE_URL" in env:
-        log.warning("SECRET_KEY is not set; using a key generated in %s (set it in production)",
-                    data_dir)
+    # it, web and worker processes on different machines must share one key (links signed by a
+    # worker are checked by the web), so the contract makes it required.
+    if env.get("REDIS_URL") or not database_url_from_env(env).startswith("sqlite"):
+        raise SystemExit("SECRET_KEY must be set when DATABASE_URL or REDIS_URL is: every "
+                         "process must sign and check links with the same key.")
     path = data_dir / "secret_key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
