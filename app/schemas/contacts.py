@@ -8,6 +8,7 @@ from marshmallow import Schema
 from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import post_load
+from marshmallow import pre_load
 from marshmallow import validate
 
 from app.schemas.common import PageQuery
@@ -43,6 +44,23 @@ def _without_nulls(properties: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in properties.items() if value is not None}
 
 
+_UNSUBSCRIBED_HELP = "The guides' spelling: `unsubscribed: true` is `subscribed: false`."
+
+
+def _unsubscribed_alias(data: Any) -> Any:
+    """Turn the guides' `unsubscribed` into `subscribed`; both given must agree."""
+    if not isinstance(data, dict) or "unsubscribed" not in data:
+        return data
+    data = dict(data)
+    unsubscribed = data.pop("unsubscribed")
+    if not isinstance(unsubscribed, bool):
+        raise ValidationError({"unsubscribed": ["Not a valid boolean."]})
+    if "subscribed" in data and data["subscribed"] is unsubscribed:
+        raise ValidationError({"unsubscribed": ["Contradicts `subscribed`."]})
+    data["subscribed"] = not unsubscribed
+    return data
+
+
 class ContactCreateSchema(StrictSchema):
     """`POST /api/contacts`: a new contact; nulls in `properties` are simply left out."""
 
@@ -51,6 +69,11 @@ class ContactCreateSchema(StrictSchema):
                                 metadata={"description": _PROPERTIES_HELP})
     subscribed = JSONBoolean(load_default=True,
                              metadata={"description": "False records an unsubscribed contact."})
+    unsubscribed = JSONBoolean(load_only=True, metadata={"description": _UNSUBSCRIBED_HELP})
+
+    @pre_load
+    def _alias(self, data: Any, **_: Any) -> Any:
+        return _unsubscribed_alias(data)
 
     @post_load
     def _drop_nulls(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -64,6 +87,11 @@ class ContactChangeSchema(StrictSchema):
     properties = FlatProperties(allow_null_values=True, load_default=dict,
                                 metadata={"description": _PROPERTIES_HELP})
     subscribed = JSONBoolean(metadata={"description": "Left as it is when absent."})
+    unsubscribed = JSONBoolean(load_only=True, metadata={"description": _UNSUBSCRIBED_HELP})
+
+    @pre_load
+    def _alias(self, data: Any, **_: Any) -> Any:
+        return _unsubscribed_alias(data)
 
 
 class ContactPutSchema(ContactChangeSchema):

@@ -713,3 +713,17 @@ def test_deleting_a_contact_ends_its_enrolments_and_cancels_its_unsent_email(
         sent = session.scalars(select(Send).where(Send.status == "sent")).one()
         assert sent.links[1:] == ["https://acme.test/blog"]  # only the link quoting the address
         assert sent.variables == {} and sent.context == {}   # is gone
+
+
+def test_the_guides_unsubscribed_flag_is_accepted(tenant: Tenant) -> None:
+    created = tenant.post("/api/contacts", json={"email": "u@acme.test", "unsubscribed": True})
+    assert created.status_code == 201
+    assert (created.get_json()["subscribed"], created.get_json()["unsubscribed"]) == (False, True)
+    patched = tenant.patch("/api/contacts/u@acme.test", json={"unsubscribed": False})
+    assert patched.get_json()["subscribed"] is True
+    clash = tenant.patch("/api/contacts/u@acme.test",
+                         json={"unsubscribed": True, "subscribed": True})
+    assert clash.status_code == 400 and "unsubscribed" in clash.get_json()["error"]["details"]
+    wrong = tenant.put("/api/contacts/u@acme.test", json={"unsubscribed": "yes"})
+    assert wrong.status_code == 400
+    assert tenant.get("/api/contacts/u@acme.test").get_json()["subscribed"] is True
