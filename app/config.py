@@ -114,7 +114,7 @@ class Settings:
     smtp_url: str | None
     email_from: str
     max_body_bytes: int = 256 * KIB
-    max_batch_body_bytes: int = 4096 * KIB
+    max_batch_body_bytes: int = 256 * KIB  # the contract: "default 256 KiB" for every body
     ingest_linger_ms: int = 10
     ingest_max_batch: int = 500
     ingest_publish_timeout_s: int = 10
@@ -189,7 +189,7 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM") or "Kraiter <no-reply@localhost>",
             max_body_bytes=_int(env, "KRAITER_MAX_BODY_BYTES", 256 * KIB),
-            max_batch_body_bytes=_int(env, "KRAITER_MAX_BATCH_BODY_BYTES", 4096 * KIB),
+            max_batch_body_bytes=_int(env, "KRAITER_MAX_BATCH_BODY_BYTES", 256 * KIB),
             ingest_linger_ms=_int(env, "KRAITER_INGEST_LINGER_MS", 10),
             ingest_max_batch=_int(env, "KRAITER_INGEST_MAX_BATCH", 500),
             broker_visibility_timeout_s=visibility_timeout,
