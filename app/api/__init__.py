@@ -9,6 +9,7 @@ def register_api(app: Flask) -> None:
     """Import the view modules (which attach routes to the blueprint) and mount it twice."""
     from app.api import contacts  # noqa: F401
     from app.api import events  # noqa: F401
+    from app.api import keys  # noqa: F401
     from app.api import meta  # noqa: F401
     from app.api import metrics  # noqa: F401
     from app.api import ops  # noqa: F401
