@@ -59,6 +59,7 @@ def _banner(port: int, credentials: dict[str, str], settings: Settings) -> str:
 Kraiter is running (embedded mode, data in {settings.data_dir})
   API:      {url}/api   (OpenAPI: {url}/api/openapi.json)
   API key:  {credentials['apiKey']}   (tenant {credentials['tenantId']})
+  Dashboard: {url}/dashboard   (sign in with the API key)
 
 Try it:
   curl -X POST {url}/events \\
