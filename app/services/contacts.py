@@ -19,11 +19,10 @@ from app.models import ArchivedEvent
 from app.models import Contact
 from app.models import Event
 from app.models import Send
-from app.schemas.common import decode_cursor
 from app.schemas.fields import MAX_PROPERTIES
 from app.schemas.fields import normalise_email
 from app.services.pages import Page
-from app.services.pages import page_from_rows
+from app.services.pages import page_by_id
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 
@@ -186,11 +185,7 @@ def list_contacts(db: Session, *, tenant_id: str, search: str | None = None,
         query = query.where(Contact.suppressed == suppressed)
     if unsubscribed is not None:
         query = query.where(Contact.subscribed == (not unsubscribed))
-    if cursor:
-        query = query.where(Contact.id < decode_cursor(cursor, required_keys=("i",))["i"])
-    query = query.order_by(Contact.id.desc()).limit(limit + 1)
-    return page_from_rows(list(db.scalars(query)), limit=limit,
-                          cursor_of=lambda contact: {"i": contact.id})
+    return page_by_id(db, query, Contact.id, limit=limit, cursor=cursor, newest_first=True)
 
 
 def contact_view(contact: Contact) -> dict[str, Any]:

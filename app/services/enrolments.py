@@ -49,6 +49,7 @@ from app.services import ingest
 from app.services import sending
 from app.services import sequences as sequence_service
 from app.services.pages import Page
+from app.services.pages import page_by_id
 from app.services.pages import page_from_rows
 from app.timeutil import isoformat
 from app.timeutil import parse_iso
@@ -477,10 +478,7 @@ def list_enrolments(db: Session, *, tenant_id: str, sequence_id: str | None = No
         query = query.where(Enrolment.contact_id == contact_id)
     if status is not None:
         query = query.where(Enrolment.status == status)
-    if cursor:
-        query = query.where(Enrolment.id < decode_cursor(cursor, required_keys=("i",))["i"])
-    rows = list(db.scalars(query.order_by(Enrolment.id.desc()).limit(limit + 1)))
-    return page_from_rows(rows, limit=limit, cursor_of=lambda row: {"i": row.id})
+    return page_by_id(db, query, Enrolment.id, limit=limit, cursor=cursor, newest_first=True)
 
 
 def list_scheduled(db: Session, *, tenant_id: str, limit: int, cursor: str | None = None,

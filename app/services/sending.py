@@ -40,13 +40,12 @@ from app.models import Contact
 from app.models import Send
 from app.models import Template
 from app.models import Tenant
-from app.schemas.common import decode_cursor
 from app.services import ingest
 from app.services import lifecycle
 from app.services import rendering
 from app.services import tracking
 from app.services.pages import Page
-from app.services.pages import page_from_rows
+from app.services.pages import page_by_id
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 from app.transports import FatalError
@@ -440,10 +439,7 @@ def list_sends(db: Session, *, tenant_id: str, status: str | None = None,
         query = query.where(Send.contact_id == contact_id)
     if template_id is not None:
         query = query.where(Send.template_id == template_id)
-    if cursor:
-        query = query.where(Send.id < decode_cursor(cursor, required_keys=("i",))["i"])
-    rows = list(db.scalars(query.order_by(Send.id.desc()).limit(limit + 1)))
-    return page_from_rows(rows, limit=limit, cursor_of=lambda send: {"i": send.id})
+    return page_by_id(db, query, Send.id, limit=limit, cursor=cursor, newest_first=True)
 
 
 def api_status(send: Send) -> str:

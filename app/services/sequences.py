@@ -26,9 +26,8 @@ from app.models import Enrolment
 from app.models import Sequence
 from app.models import SequenceVersion
 from app.models import Template
-from app.schemas.common import decode_cursor
 from app.services.pages import Page
-from app.services.pages import page_from_rows
+from app.services.pages import page_by_id
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 from sequences import Definition
@@ -215,10 +214,7 @@ def list_sequences(db: Session, *, tenant_id: str, status: str | None, limit: in
     query = select(Sequence).where(Sequence.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Sequence.status == status)
-    if cursor:
-        query = query.where(Sequence.id > decode_cursor(cursor, required_keys=("i",))["i"])
-    rows = list(db.scalars(query.order_by(Sequence.id).limit(limit + 1)))
-    return page_from_rows(rows, limit=limit, cursor_of=lambda sequence: {"i": sequence.id})
+    return page_by_id(db, query, Sequence.id, limit=limit, cursor=cursor, newest_first=False)
 
 
 def sequence_view(db: Session, sequence: Sequence) -> dict[str, Any]:

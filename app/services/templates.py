@@ -13,11 +13,10 @@ from app.errors import BadRequest
 from app.errors import Conflict
 from app.errors import NotFound
 from app.models import Template
-from app.schemas.common import decode_cursor
 from app.services import contacts
 from app.services import rendering
 from app.services.pages import Page
-from app.services.pages import page_from_rows
+from app.services.pages import page_by_id
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 
@@ -83,11 +82,7 @@ def list_templates(db: Session, *, tenant_id: str, limit: int,
                    cursor: str | None = None) -> Page[Template]:
     """A page of the tenant's templates in id order."""
     query = select(Template).where(Template.tenant_id == tenant_id)
-    if cursor:
-        query = query.where(Template.id > decode_cursor(cursor, required_keys=("i",))["i"])
-    query = query.order_by(Template.id).limit(limit + 1)
-    return page_from_rows(list(db.scalars(query)), limit=limit,
-                          cursor_of=lambda template: {"i": template.id})
+    return page_by_id(db, query, Template.id, limit=limit, cursor=cursor, newest_first=False)
 
 
 def delete_template(db: Session, *, tenant_id: str, template_id: str) -> None:
