@@ -14,6 +14,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from app.services import tokens
+from tests.api.test_sequences import API_ONLY
+from tests.api.test_sequences import active_sequence
 from tests.api.tracking_support import all_events
 from tests.api.tracking_support import insert_send
 from tests.api.tracking_support import stored_send
@@ -188,3 +190,19 @@ def test_concurrent_posts_record_one_unsubscribe(app: Flask, tenant: Tenant) -> 
 
     assert statuses == [200] * 6
     assert len(system_events(tenant, mail.email, "email.unsubscribed")) == 1
+
+
+def test_one_click_unsubscribe_ends_the_contacts_enrolments_at_once(
+        app: Flask, client: FlaskClient, tenant: Tenant) -> None:
+    active_sequence(tenant, "onboarding", API_ONLY, ("welcome", "tips"))
+    enrolled = tenant.post("/api/sequences/onboarding/enrolments",
+                           json={"email": "reader@example.com"}).get_json()
+    assert enrolled["status"] == "active" and enrolled["nextStepAt"] is not None
+    mail = insert_send(tenant)
+
+    client.post(f"/unsubscribe/{token(app, tokens.UNSUBSCRIBE, [mail.id])}")
+
+    [enrolment] = tenant.get("/api/sequences/onboarding/enrolments").get_json()["data"]
+    assert (enrolment["status"], enrolment["exitReason"], enrolment["nextStepAt"]) == (
+        "exited", "unsubscribed", None)
+    assert tenant.get("/api/scheduled").get_json()["data"] == []
