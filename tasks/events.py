@@ -17,6 +17,9 @@ from app.observability import queue_depths
 from app.services import ingest
 from tasks.celery_app import Queue
 
+REQUEUE_BATCH = 100
+REQUEUE_ROUNDS = 50
+
 
 def publish_ingest(ledger: Ledger, messages: Messages, task_id: str | None = None) -> None:
     """Put a batch of accepted events in the broker, noted in the ledger first (see there)."""
@@ -65,6 +68,12 @@ def requeue_lost_events() -> int:
     if waiting.get(Queue.INGEST.value, 0):
         return 0
     ledger = _ledger()
-    return ledger.requeue_overdue(
-        older_than_s=settings.ingest_requeue_after_s,
-        publish=lambda task_id, messages: publish_ingest(ledger, messages, task_id))
+    requeued = 0
+    for _ in range(REQUEUE_ROUNDS):  # a bounded pass; the next beat run takes the rest
+        found = ledger.requeue_overdue(
+            older_than_s=settings.ingest_requeue_after_s, limit=REQUEUE_BATCH,
+            publish=lambda task_id, messages: publish_ingest(ledger, messages, task_id))
+        requeued += found
+        if found < REQUEUE_BATCH:
+            break
+    return requeued
