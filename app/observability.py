@@ -51,6 +51,8 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.db import READ_ONLY
+from app.ingest_ledger import NoLedger
+from app.ingest_ledger import RedisLedger
 from app.models import Enrolment
 from app.models import Sequence
 from app.timeutil import isoformat
@@ -366,8 +368,20 @@ class _LiveCollector(Collector):
         for queue, count in waiting.items():
             depth.add_metric([queue], count)
         unacked.add_metric([], held)
-        out += [depth, unacked]
+        unstored = GaugeMetricFamily("kraiter_ingest_unstored_messages", "Ingest messages "
+                                     "published and not stored yet (the ingest ledger; Redis).")
+        unstored.add_metric([], self._unstored())
+        out += [depth, unacked, unstored]
         return 1.0
+
+    def _unstored(self) -> int:
+        if self.settings.redis_url is None:
+            return NoLedger().pending()
+        client = _redis(self.settings.redis_url)
+        try:
+            return RedisLedger(client).pending()
+        finally:
+            client.close()
 
     def _database_metrics(self, out: list[Metric]) -> float:
         sends = GaugeMetricFamily("kraiter_sends", "Sends by status, all tenants (`sending`: "
