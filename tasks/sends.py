@@ -94,10 +94,13 @@ def _record_and_claim(connection: Connection, unrecorded: tuple[str, sending.Out
     """Record the previous send's outcome and claim the next send, in one transaction."""
     try:
         with _transaction(connection) as session:
+            # The claim first: recording stores an event, which takes the tenant's feed lock
+            # until the commit, so it goes last to hold that lock as briefly as possible.
+            message = sending.claim_send(session, draft=draft)
             retry = (sending.record_outcome(session, send_id=unrecorded[0],
                                             outcome=unrecorded[1], settings=settings)
                      if unrecorded is not None else None)
-            return sending.claim_send(session, draft=draft), retry
+            return message, retry
     except IntegrityError:
         if unrecorded is None:
             raise

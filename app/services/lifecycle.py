@@ -7,6 +7,8 @@ tracked events (`ingest.store_events`), so they are listable and can trigger seq
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from app.services import triggers
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 
+_DEFERRED_EVENTS = "kraiter.deferred_system_events"
 FINAL_STATUSES = frozenset({"bounced", "complained", "rejected", "failed"})
 
 
@@ -37,12 +40,32 @@ def record_system_event(db: Session, *, send: Send, name: str,
         properties.update(sequenceId=send.source_id, enrolmentId=send.enrolment_id)
     properties.update(extra or {})
     event_id = new_id("evt")
-    ingest.store_events(db, messages=[{
-        "id": event_id, "tenantId": send.tenant_id, "email": send.email,
-        "contactId": send.contact_id,
-        "event": name, "properties": properties, "timestamp": isoformat(at),
-        "createdAt": isoformat(utcnow()), "source": "system"}])
+    message = {"id": event_id, "tenantId": send.tenant_id, "email": send.email,
+               "contactId": send.contact_id, "event": name, "properties": properties,
+               "timestamp": isoformat(at), "createdAt": isoformat(utcnow()), "source": "system"}
+    deferred = db.info.get(_DEFERRED_EVENTS)
+    if deferred is not None:
+        deferred.append(message)
+    else:
+        ingest.store_events(db, messages=[message])
     return event_id
+
+
+@contextmanager
+def system_events_last(db: Session) -> Iterator[None]:
+    """Store the system events recorded inside the block when it ends, after its other writes.
+
+    Storing an event holds the tenant's live-feed lock until the transaction commits (see
+    `services.feed`), so a hot path that still has rows to write does those first.
+    """
+    pending: list[dict[str, Any]] = []
+    db.info[_DEFERRED_EVENTS] = pending
+    try:
+        yield
+    finally:
+        db.info.pop(_DEFERRED_EVENTS, None)
+    if pending:
+        ingest.store_events(db, messages=pending)
 
 
 def _touch(send: Send, now: datetime) -> None:

@@ -301,13 +301,14 @@ def record_outcome(db: Session, *, send_id: str, outcome: Outcome,
     columns = dict(row._mapping)
     contact_live = columns.pop("contact_live") and columns["email"] != ERASED_EMAIL
     send = Send(**columns)
-    if contact_live:
-        retry_in = _apply_outcome(db, send, error, outcome.provider_message_id, settings)
-    else:
-        retry_in = None
-        _apply_orphan_outcome(send, error, outcome.provider_message_id)
-    db.execute(_WRITE_BACK, {"b_id": send_id, **{f"w_{column.name}": getattr(send, column.name)
-                                                  for column in _LIFECYCLE_COLUMNS}})
+    with lifecycle.system_events_last(db):
+        if contact_live:
+            retry_in = _apply_outcome(db, send, error, outcome.provider_message_id, settings)
+        else:
+            retry_in = None
+            _apply_orphan_outcome(send, error, outcome.provider_message_id)
+        db.execute(_WRITE_BACK, {"b_id": send_id, **{
+            f"w_{column.name}": getattr(send, column.name) for column in _LIFECYCLE_COLUMNS}})
     return retry_in
 
 
