@@ -7,6 +7,7 @@ verify, so keys rotate without breaking links already sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,12 @@ class InvalidToken(Exception):
 
 
 def _serializer(secret_keys: Sequence[str], purpose: str) -> URLSafeSerializer:
+    return _cached_serializer(tuple(secret_keys), purpose)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_serializer(secret_keys: tuple[str, ...], purpose: str) -> URLSafeSerializer:
+    # Built once per key set and purpose: every e-mail signs about ten tokens.
     # itsdangerous signs with the *last* key of the list; our contract says the first signs.
     return URLSafeSerializer(list(reversed(secret_keys)), salt=f"kraiter.{purpose}",
                              signer_kwargs={"digest_method": hashlib.sha256})
