@@ -7,12 +7,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import Tenant
+from tests.sse_client import SSEStream
 from tests.support import ROOT
 from tests.support import process_env
 from tests.support import wait_for
@@ -67,3 +70,48 @@ def test_flower_asks_for_the_basic_auth_credentials(flower: str) -> None:
     answer = requests.get(f"{flower}/workers", auth=("ops", "s3cret"), timeout=10)
     assert answer.status_code == 200
     assert "Flower" in answer.text
+
+
+@pytest.fixture
+def web(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    env = {**process_env(stack_env), "PORT": str(port), "HOST": "127.0.0.1",
+           "WEB_CONCURRENCY": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log_path = tmp_path / "web.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(["bash", "-c", "exec " + procfile()["web"]], cwd=ROOT,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(answering, timeout=60, message="gunicorn")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_sigterm_ends_open_streams_so_a_deploy_does_not_wait_for_them(
+        web: tuple[str, subprocess.Popen[bytes]], tenant: Tenant) -> None:
+    url, process = web
+    stream = SSEStream(f"{url}/api/events/stream", headers=tenant.headers)
+    assert stream.response.status_code == 200
+    assert stream.comments.get(timeout=10) == "connected"
+
+    started = time.monotonic()
+    os.killpg(process.pid, signal.SIGTERM)
+
+    assert stream.finished.wait(10), "the stream was not ended"
+    process.wait(timeout=20)
+    # gunicorn would otherwise wait its graceful timeout (25 s) for the stream to finish.
+    assert time.monotonic() - started < 10
