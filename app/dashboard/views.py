@@ -323,3 +323,9 @@ def metrics_page() -> Any:
                  series=present.SERIES, rates=present.RATE_LABELS, periods=metrics.PERIODS,
                  start=(request.args.get("from") or ""), end=(request.args.get("to") or ""))
 
+
+
+@dashboard.get("/<path:_unknown>")
+def unknown_page(_unknown: str) -> Any:
+    """Any other address under /dashboard: the dashboard's own 404 page, not the API's JSON."""
+    return _error_page(404, "NOT_FOUND", "Not found", "There is no such page in the dashboard.")

@@ -351,3 +351,10 @@ def test_idle_cookies_lapse(client: FlaskClient, signed_in: Tenant, monkeypatch:
 
     monkeypatch.setattr(session, "IDLE", timedelta(seconds=-1))
     assert client.get("/dashboard/feed").status_code == 303
+
+
+def test_an_unknown_dashboard_address_gets_the_dashboards_404_page(client: FlaskClient) -> None:
+    answer = client.get("/dashboard/no/such/page")
+    assert answer.status_code == 404
+    assert answer.mimetype == "text/html"
+    assert "no such page" in answer.get_data(as_text=True)
