@@ -126,17 +126,17 @@ class FeedHub:
         if self._stop.is_set() or not self._slots.acquire(blocking=False):
             raise StreamLimitReached()
         try:
+            self._ensure_polling()
             with read_only_connection() as connection:
                 head = feed.heads(connection, tenant_ids=[tenant_id])[tenant_id]
-            with self._lock:
-                # If the tenant is followed already, its position is at least as new as `head`.
-                start = self._positions.setdefault(tenant_id, head)
-                subscription = Subscription(tenant_id, start, self._max_backlog)
-                self._subscriptions.setdefault(tenant_id, set()).add(subscription)
-            self._ensure_polling()
         except BaseException:
             self._slots.release()
             raise
+        with self._lock:
+            # If the tenant is followed already, its position is at least as new as `head`.
+            start = self._positions.setdefault(tenant_id, head)
+            subscription = Subscription(tenant_id, start, self._max_backlog)
+            self._subscriptions.setdefault(tenant_id, set()).add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
