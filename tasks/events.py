@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -16,6 +17,8 @@ from app.ingest_ledger import Messages
 from app.observability import queue_depths
 from app.services import ingest
 from tasks.celery_app import Queue
+
+log = logging.getLogger(__name__)
 
 REQUEUE_BATCH = 100
 REQUEUE_ROUNDS = 50
@@ -52,7 +55,10 @@ def ingest_events(self: Task, messages: list[dict[str, Any]]) -> int:
         ingest.forget_known_tenants()
         with db.transaction() as session:
             stored = len(ingest.store_events(session, messages=messages))
-    _ledger().strike(self.request.id)  # after the commit: a crash before it only re-stores
+    try:
+        _ledger().strike(self.request.id)  # after the commit: a crash before it only re-stores
+    except Exception:  # the events are stored; the sweep will find them stored, harmlessly
+        log.warning("ingest_ledger_strike_failed", exc_info=True)
     return stored
 
 
