@@ -253,6 +253,7 @@ RACING_CONSUMER = textwrap.dedent(
             except queue.Empty:
                 break
             print(message.payload, flush=True)
+            time.sleep(0.005)  # holding a message a moment lets the others in on a busy box
             message.ack()
         queue.close()
     """
