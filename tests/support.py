@@ -1,9 +1,11 @@
-"""Test helpers: backends, a real worker process, polling."""
+"""Test helpers: backends, real worker and server processes, polling."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from typing import TypeVar
 
 import psycopg2
 import redis
+import requests
 
 T = TypeVar("T")
 
@@ -126,6 +129,51 @@ def process_env(stack_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_http_server(argv: list[str], *, env: dict[str, str], log_path: Path,
+                      probe_url: str, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group; return once `probe_url` answers (below 500).
+
+    Fails with the server's log if it exits while starting.
+    """
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+
+    def answering() -> bool:
+        assert process.poll() is None, log_path.read_text(errors="replace")
+        try:
+            return requests.get(probe_url, timeout=1).status_code < 500
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(answering, timeout=timeout, message=f"{argv[0]} to answer {probe_url}")
+    except BaseException:
+        stop_process_group(process, timeout=0)
+        raise
+    return process
+
+
+def stop_process_group(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> None:
+    """SIGTERM a process started in its own group, SIGKILL if it is not gone by `timeout`."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 class WorkerProcess:
     """`celery -A tasks.worker worker` as a real child process (own process group)."""
 
@@ -164,14 +212,8 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process_group(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -7,7 +7,6 @@ these tests read what real child processes (a script, gunicorn, a Celery worker)
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,10 @@ from app.config import Settings
 from tests.conftest import Tenant
 from tests.support import ROOT
 from tests.support import WorkerProcess
+from tests.support import free_port
 from tests.support import process_env
+from tests.support import start_http_server
+from tests.support import stop_process_group
 from tests.support import wait_for
 
 LOG_SCRIPT = textwrap.dedent("""
@@ -97,12 +99,6 @@ def test_an_unknown_log_level_stops_start_up() -> None:
 # --- Several processes sharing PROMETHEUS_MULTIPROC_DIR: gunicorn's workers and Celery's pool.
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def multiproc_env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
                   ) -> dict[str, str]:
@@ -122,27 +118,16 @@ def metrics_worker(multiproc_env: dict[str, str], tmp_path_factory: pytest.TempP
 @pytest.fixture
 def web(multiproc_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """gunicorn with two worker processes, as the Procfile's `web` runs it."""
-    port = _free_port()
-    log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", "--workers",
-             "2", "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-            cwd=ROOT, env=process_env(multiproc_env), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=5).status_code == 200
-        except requests.RequestException:  # not listening yet, or its workers still booting
-            return server.poll() is not None
+    port = free_port()
+    server = start_http_server(
+        [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", "--workers",
+         "2", "--bind", f"127.0.0.1:{port}", "app:create_app()"],
+        env=process_env(multiproc_env), log_path=tmp_path / "gunicorn.log",
+        probe_url=f"http://127.0.0.1:{port}/healthz")
     try:
-        wait_for(answering, timeout=60, message="gunicorn to answer")
-        assert server.poll() is None, log_path.read_text()
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process_group(server)
 
 
 def _samples(url: str) -> dict[str, float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,10 @@ import requests
 from tests.conftest import Tenant
 from tests.sse_client import SSEStream
 from tests.support import ROOT
+from tests.support import free_port
 from tests.support import process_env
-from tests.support import wait_for
+from tests.support import start_http_server
+from tests.support import stop_process_group
 
 
 def procfile() -> dict[str, str]:
@@ -27,10 +28,16 @@ def procfile() -> dict[str, str]:
             (line.partition(":") for line in lines if line.strip() and not line.startswith("#"))}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _procfile_process(kind: str, stack_env: dict[str, str], log_path: Path, probe_path: str,
+                      **extra_env: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """The Procfile's `kind` command, run by a shell as a PaaS runs it, on a free port."""
+    port = free_port()
+    env = {**process_env(stack_env), "PORT": str(port), **extra_env,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    url = f"http://127.0.0.1:{port}"
+    process = start_http_server(["bash", "-c", "exec " + procfile()[kind]], env=env,
+                                log_path=log_path, probe_url=url + probe_path)
+    return url, process
 
 
 def test_the_contract_process_types_are_there() -> None:
@@ -39,29 +46,12 @@ def test_the_contract_process_types_are_there() -> None:
 
 @pytest.fixture
 def flower(stack_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {**process_env(stack_env), "PORT": str(port), "FLOWER_BASIC_AUTH": "ops:s3cret",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    with (tmp_path / "flower.log").open("wb") as log:
-        process = subprocess.Popen(["bash", "-c", "exec " + procfile()["flower"]], cwd=ROOT,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        assert process.poll() is None, (tmp_path / "flower.log").read_text()
-        try:
-            requests.get(url, timeout=1)
-        except requests.ConnectionError:
-            return False
-        return True
-
+    url, process = _procfile_process("flower", stack_env, tmp_path / "flower.log", "/",
+                                     FLOWER_BASIC_AUTH="ops:s3cret")
     try:
-        wait_for(answering, timeout=60, message="Flower")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        stop_process_group(process, timeout=20)
 
 
 def test_flower_asks_for_the_basic_auth_credentials(flower: str) -> None:
@@ -74,31 +64,12 @@ def test_flower_asks_for_the_basic_auth_credentials(flower: str) -> None:
 
 @pytest.fixture
 def web(stack_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    env = {**process_env(stack_env), "PORT": str(port), "HOST": "127.0.0.1",
-           "WEB_CONCURRENCY": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log_path = tmp_path / "web.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(["bash", "-c", "exec " + procfile()["web"]], cwd=ROOT,
-                                   env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
+    url, process = _procfile_process("web", stack_env, tmp_path / "web.log", "/healthz",
+                                     HOST="127.0.0.1", WEB_CONCURRENCY="1")
     try:
-        wait_for(answering, timeout=60, message="gunicorn")
         yield url, process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process, timeout=0)  # the test has stopped it; make sure
 
 
 def test_sigterm_ends_open_streams_so_a_deploy_does_not_wait_for_them(

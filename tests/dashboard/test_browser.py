@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,10 @@ import requests
 from tests.conftest import Tenant
 from tests.support import ROOT
 from tests.support import WorkerProcess
+from tests.support import free_port
 from tests.support import process_env
+from tests.support import start_http_server
+from tests.support import stop_process_group
 from tests.support import wait_for
 
 pytestmark = pytest.mark.worker
@@ -43,12 +45,6 @@ try:
     from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover - CI installs it with the dev extras
     sync_playwright = None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _unavailable(reason: str) -> None:
@@ -75,34 +71,18 @@ def browser() -> Iterator[Browser]:
 def web_process(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The `web` process (gunicorn with the production settings file) on a free port."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("web-logs") / "web.log"
+    port = free_port()
     env = {**process_env(stack_env), "HOST": "127.0.0.1", "PORT": str(port),
            "WEB_CONCURRENCY": "1", "WEB_THREADS": "4", "KRAITER_STREAM_POLL_MS": "50"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf",
-             "app:create_app()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
+    process = start_http_server(
+        [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", "app:create_app()"],
+        env=env, log_path=tmp_path_factory.mktemp("web-logs") / "web.log",
+        probe_url=f"{url}/healthz")
     try:
-        wait_for(answering, timeout=60, message="the web process")
         yield url, process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process)
 
 
 @pytest.fixture

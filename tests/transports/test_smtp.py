@@ -24,7 +24,7 @@ from app.transports.smtp import SMTPTransport
 from app.transports.smtp import parse_smtp_url
 from app.transports.smtp import queue_id
 from tests.smtp_server import SMTPServer
-from tests.smtp_server import free_port
+from tests.support import free_port
 
 
 @pytest.fixture
