@@ -46,12 +46,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
+from sqlalchemy import Executable
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy import text
 
 from app.config import Settings
 from app.db import READ_ONLY
-from app.ingest_ledger import NoLedger
 from app.ingest_ledger import RedisLedger
 from app.models import Enrolment
 from app.models import Sequence
@@ -229,24 +230,19 @@ def _open_embedded_broker(settings: Settings) -> sqlite3.Connection | None:
     return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S)
 
 
-def _read(engine: Engine, sql: str) -> list[Any]:
-    """Rows of a read-only query, on a raw DBAPI connection from the app's pool.
+def _read(engine: Engine, statement: str | Executable) -> list[Any]:
+    """Rows of a read-only probe query, cut off after PROBE_TIMEOUT_S on PostgreSQL.
 
-    Not through a SQLAlchemy transaction: on SQLite that begins IMMEDIATE (a write lock, which
-    would make probes wait behind the worker's writes); a plain read under WAL never waits.
+    On a read-only connection (`app.db.READ_ONLY`): on SQLite its transaction begins deferred,
+    not IMMEDIATE, so a probe never waits behind the worker's write lock.
     """
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
         if engine.dialect.name == "postgresql":
-            # psycopg2 has opened a transaction, which LOCAL confines this to.
-            cursor.execute(f"SET LOCAL statement_timeout = {int(PROBE_TIMEOUT_S * 1000)}")
-        cursor.execute(sql)
-        rows = list(cursor.fetchall())
-        cursor.close()
-        return rows
-    finally:
-        raw.close()  # back to the pool, which rolls the transaction back
+            # LOCAL: only for this transaction, which ends (rolled back) with the block.
+            connection.exec_driver_sql(
+                f"SET LOCAL statement_timeout = {int(PROBE_TIMEOUT_S * 1000)}")
+        return list(connection.execute(text(statement) if isinstance(statement, str)
+                                       else statement))
 
 
 def ping_database(engine: Engine) -> None:
@@ -334,8 +330,7 @@ def _step_backlog(engine: Engine) -> tuple[int, float]:
              .where(select(Sequence.id).where(Sequence.tenant_id == Enrolment.tenant_id,
                                               Sequence.id == Enrolment.sequence_id,
                                               Sequence.status == "active").exists()))
-    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
-        count, oldest = connection.execute(query).one()
+    [(count, oldest)] = _read(engine, query)
     return int(count), max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
 
 
@@ -376,7 +371,7 @@ class _LiveCollector(Collector):
 
     def _unstored(self) -> int:
         if self.settings.redis_url is None:
-            return NoLedger().pending()
+            return 0  # the embedded broker needs no ledger
         client = _redis(self.settings.redis_url)
         try:
             return RedisLedger(client).pending()
