@@ -47,15 +47,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy import Executable
-from sqlalchemy import func
-from sqlalchemy import select
 from sqlalchemy import text
 
 from app.config import Settings
 from app.db import READ_ONLY
 from app.ingest_ledger import RedisLedger
-from app.models import Enrolment
-from app.models import Sequence
+from app.services import enrolments
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 from tasks import embedded_broker
@@ -319,18 +316,10 @@ def _sends_by_status(engine: Engine) -> dict[str, int]:
 
 
 def _step_backlog(engine: Engine) -> tuple[int, float]:
-    """(steps due but not run, seconds the oldest has waited past its time).
-
-    Steps of paused sequences are held on purpose and do not count. The partial index on
-    active enrolments' `next_step_at` keeps this a short range scan.
-    """
+    """(steps due but not run, seconds the oldest has waited past its time); steps of paused
+    sequences are held on purpose and do not count."""
     now = utcnow()
-    query = (select(func.count(), func.min(Enrolment.next_step_at))
-             .where(Enrolment.status == "active", Enrolment.next_step_at <= now)
-             .where(select(Sequence.id).where(Sequence.tenant_id == Enrolment.tenant_id,
-                                              Sequence.id == Enrolment.sequence_id,
-                                              Sequence.status == "active").exists()))
-    [(count, oldest)] = _read(engine, query)
+    [(count, oldest)] = _read(engine, enrolments.step_backlog_query(now))
     return int(count), max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
 
 

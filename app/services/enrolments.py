@@ -20,6 +20,8 @@ from typing import Any
 from typing import cast
 
 from marshmallow import ValidationError
+from sqlalchemy import ColumnElement
+from sqlalchemy import Select
 from sqlalchemy import Table
 from sqlalchemy import and_
 from sqlalchemy import func
@@ -330,6 +332,23 @@ def run_steps(db: Session, *, enrolment_ids: Iterable[str], now: datetime | None
     return advanced
 
 
+def _in_active_sequence() -> ColumnElement[bool]:
+    """The enrolment's sequence is active (a paused one holds its steps on purpose)."""
+    return select(Sequence.id).where(Sequence.tenant_id == Enrolment.tenant_id,
+                                     Sequence.id == Enrolment.sequence_id,
+                                     Sequence.status == "active").exists()
+
+
+def step_backlog_query(now: datetime) -> Select[int, datetime | None]:
+    """How many steps are due and not run yet, and when the oldest fell due (for monitoring).
+
+    The partial index on active enrolments' `next_step_at` keeps this a short range scan.
+    """
+    return (select(func.count(), func.min(Enrolment.next_step_at))
+            .where(Enrolment.status == "active", Enrolment.next_step_at <= now)
+            .where(_in_active_sequence()))
+
+
 def claim_due(db: Session, *, now: datetime, lookahead: timedelta, requeue_after: timedelta,
               limit: int) -> list[tuple[str, datetime]]:
     """Claim active steps due within `lookahead` that no task is known to hold; mark them.
@@ -344,9 +363,7 @@ def claim_due(db: Session, *, now: datetime, lookahead: timedelta, requeue_after
              .where(Enrolment.status == "active", Enrolment.next_step_at <= now + lookahead,
                     or_(Enrolment.enqueued_at.is_(None),
                         and_(Enrolment.enqueued_at < stale, Enrolment.next_step_at < stale)))
-             .where(select(Sequence.id).where(Sequence.tenant_id == Enrolment.tenant_id,
-                                              Sequence.id == Enrolment.sequence_id,
-                                              Sequence.status == "active").exists())
+             .where(_in_active_sequence())
              .order_by(Enrolment.next_step_at).limit(limit))
     if is_postgres(db):
         query = query.with_for_update(skip_locked=True, of=Enrolment)
