@@ -14,7 +14,6 @@ elsewhere from signing a browser in with someone else's key.
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
 from app.auth import tenant_for_digest
+from app.services.tokens import timed_serializer
 
 COOKIE = "kraiter_dashboard"
 COOKIE_PATH = "/dashboard"
@@ -55,10 +55,7 @@ class SignedIn:
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    keys = current_app.config["SETTINGS"].secret_keys
-    # itsdangerous signs with the last key of the list; our contract says the first signs.
-    return URLSafeTimedSerializer(list(reversed(keys)), salt=_SALT,
-                                  signer_kwargs={"digest_method": hashlib.sha256})
+    return timed_serializer(tuple(current_app.config["SETTINGS"].secret_keys), _SALT)
 
 
 def _secure() -> bool:

@@ -8,7 +8,6 @@ also refuses its tokens.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from datetime import timedelta
@@ -16,6 +15,7 @@ from datetime import timedelta
 from itsdangerous import BadSignature
 from itsdangerous import URLSafeTimedSerializer
 
+from app.services.tokens import timed_serializer
 from app.timeutil import utcnow
 
 LIFETIME = timedelta(minutes=5)
@@ -27,9 +27,7 @@ class InvalidStreamToken(Exception):
 
 
 def _serializer(secret_keys: Sequence[str]) -> URLSafeTimedSerializer:
-    # itsdangerous signs with the last key; our contract says the first one signs.
-    return URLSafeTimedSerializer(list(reversed(secret_keys)), salt=_SALT,
-                                  signer_kwargs={"digest_method": hashlib.sha256})
+    return timed_serializer(tuple(secret_keys), _SALT)
 
 
 def issue_stream_token(*, secret_keys: Sequence[str], tenant_id: str, key_digest: str

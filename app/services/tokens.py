@@ -14,6 +14,7 @@ from typing import Any
 
 from itsdangerous import BadSignature
 from itsdangerous import URLSafeSerializer
+from itsdangerous import URLSafeTimedSerializer
 
 OPEN = "open"
 CLICK = "click"
@@ -28,12 +29,26 @@ def _serializer(secret_keys: Sequence[str], purpose: str) -> URLSafeSerializer:
     return _cached_serializer(tuple(secret_keys), purpose)
 
 
+def _first_signs(secret_keys: Sequence[str]) -> list[str]:
+    # itsdangerous signs with the *last* key of the list; our contract says the first signs.
+    return list(reversed(secret_keys))
+
+
+_SIGNER = {"digest_method": hashlib.sha256}
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_serializer(secret_keys: tuple[str, ...], purpose: str) -> URLSafeSerializer:
     # Built once per key set and purpose: every e-mail signs about ten tokens.
-    # itsdangerous signs with the *last* key of the list; our contract says the first signs.
-    return URLSafeSerializer(list(reversed(secret_keys)), salt=f"kraiter.{purpose}",
-                             signer_kwargs={"digest_method": hashlib.sha256})
+    return URLSafeSerializer(_first_signs(secret_keys), salt=f"kraiter.{purpose}",
+                             signer_kwargs=_SIGNER)
+
+
+@functools.lru_cache(maxsize=64)
+def timed_serializer(secret_keys: tuple[str, ...], salt: str) -> URLSafeTimedSerializer:
+    """For values that expire (stream tokens, the dashboard's cookie), with the same keys and
+    rotation as the links in e-mails."""
+    return URLSafeTimedSerializer(_first_signs(secret_keys), salt=salt, signer_kwargs=_SIGNER)
 
 
 def make_token(secret_keys: Sequence[str], purpose: str, payload: Any) -> str:
