@@ -44,24 +44,27 @@ def _without_nulls(properties: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in properties.items() if value is not None}
 
 
-_UNSUBSCRIBED_HELP = "The guides' spelling: `unsubscribed: true` is `subscribed: false`."
+class _SubscriptionBody(StrictSchema):
+    """Takes the guides' `unsubscribed` as well as `subscribed`; both given must agree."""
 
+    unsubscribed = JSONBoolean(load_only=True, metadata={
+        "description": "The guides' spelling: `unsubscribed: true` is `subscribed: false`."})
 
-def _unsubscribed_alias(data: Any) -> Any:
-    """Turn the guides' `unsubscribed` into `subscribed`; both given must agree."""
-    if not isinstance(data, dict) or "unsubscribed" not in data:
+    @pre_load
+    def _unsubscribed_alias(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, dict) or "unsubscribed" not in data:
+            return data
+        data = dict(data)
+        unsubscribed = data.pop("unsubscribed")
+        if not isinstance(unsubscribed, bool):
+            raise ValidationError({"unsubscribed": ["Not a valid boolean."]})
+        if "subscribed" in data and data["subscribed"] is unsubscribed:
+            raise ValidationError({"unsubscribed": ["Contradicts `subscribed`."]})
+        data["subscribed"] = not unsubscribed
         return data
-    data = dict(data)
-    unsubscribed = data.pop("unsubscribed")
-    if not isinstance(unsubscribed, bool):
-        raise ValidationError({"unsubscribed": ["Not a valid boolean."]})
-    if "subscribed" in data and data["subscribed"] is unsubscribed:
-        raise ValidationError({"unsubscribed": ["Contradicts `subscribed`."]})
-    data["subscribed"] = not unsubscribed
-    return data
 
 
-class ContactCreateSchema(StrictSchema):
+class ContactCreateSchema(_SubscriptionBody):
     """`POST /api/contacts`: a new contact; nulls in `properties` are simply left out."""
 
     email = Email(required=True, metadata={"description": "Domain lower-cased; local part kept."})
@@ -69,11 +72,6 @@ class ContactCreateSchema(StrictSchema):
                                 metadata={"description": _PROPERTIES_HELP})
     subscribed = JSONBoolean(load_default=True,
                              metadata={"description": "False records an unsubscribed contact."})
-    unsubscribed = JSONBoolean(load_only=True, metadata={"description": _UNSUBSCRIBED_HELP})
-
-    @pre_load
-    def _alias(self, data: Any, **_: Any) -> Any:
-        return _unsubscribed_alias(data)
 
     @post_load
     def _drop_nulls(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -81,17 +79,12 @@ class ContactCreateSchema(StrictSchema):
         return data
 
 
-class ContactChangeSchema(StrictSchema):
+class ContactChangeSchema(_SubscriptionBody):
     """`PATCH /api/contacts/:id`: properties merged (null removes a key), `subscribed` set."""
 
     properties = FlatProperties(allow_null_values=True, load_default=dict,
                                 metadata={"description": _PROPERTIES_HELP})
     subscribed = JSONBoolean(metadata={"description": "Left as it is when absent."})
-    unsubscribed = JSONBoolean(load_only=True, metadata={"description": _UNSUBSCRIBED_HELP})
-
-    @pre_load
-    def _alias(self, data: Any, **_: Any) -> Any:
-        return _unsubscribed_alias(data)
 
 
 class ContactPutSchema(ContactChangeSchema):
