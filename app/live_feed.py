@@ -192,7 +192,7 @@ class FeedHub:
                     if len(rows) == PAGE_SIZE:
                         position = rows[-1].feed_seq
                     else:  # read to the end: everything up to the head was seen (or a hole)
-                        position = max([head, *(row.feed_seq for row in rows[-1:])])
+                        position = max(head, rows[-1].feed_seq) if rows else head
                     self._deliver(tenant_id, _items(rows), position)
 
     def _deliver(self, tenant_id: str, items: list[FeedItem], position: int) -> None:

@@ -68,9 +68,9 @@ def _credentials(token: str | None) -> tuple[str, str]:
         except InvalidStreamToken:
             digest = None
     tenant_id = tenant_for_digest(digest) if digest else None
-    if tenant_id is None:
+    if digest is None or tenant_id is None:
         raise Unauthorised(_UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"})
-    return tenant_id, digest  # type: ignore[return-value]
+    return tenant_id, digest
 
 
 def _resume_position(tenant_id: str, last_event_id: str | None) -> int | None:
