@@ -287,11 +287,11 @@ STAGES = (
     ("app.services.rendering", "render_email", "  Liquid render (python-liquid)"),
     ("app.services.tracking", "instrument_html", "  link rewriting + open pixel"),
     ("app.services.sending", "build_message", "  MIME message"),
-    ("app.services.sending", "claim_send", "claim (UPDATE, commit follows)"),
+    ("app.services.sending", "claim_sends", "claim (UPDATE per send, commit per group)"),
     ("app.services.sending", "transmit", "SMTP MAIL/RCPT/DATA"),
-    ("app.services.sending", "record_outcome", "record outcome (lock, lifecycle, UPDATE)"),
+    ("app.services.sending", "record_outcomes", "record outcomes (lock, lifecycle, UPDATE)"),
     ("app.services.lifecycle", "mark_sent", "  lifecycle.mark_sent"),
-    ("app.services.ingest", "store_events", "    ingest.store_events (email.sent)"),
+    ("app.services.ingest", "store_events", "  ingest.store_events (email.sent, per group)"),
 )
 
 

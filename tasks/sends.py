@@ -56,11 +56,12 @@ def deliver_sends(send_ids: list[str], *, settings: Settings,
                   transport: Transport) -> dict[str, float]:
     """Deliver each queued send among `send_ids`; return the retry delay of those to retry.
 
-    Per send: claim (committed before the message goes out: that is what stops a second
-    worker), transmit, record. The reading and rendering of the whole batch comes first, in one
-    query, and no transaction stays open while a template renders or a server talks. A send's
-    outcome is recorded in the transaction that claims the next one (one commit per send, not
-    two); that commit comes right after the transmission, before anything else goes out.
+    The reading and rendering of the whole batch comes first, in one query, and no transaction
+    stays open while a template renders or a server talks. Then, group by group
+    (`send_claim_group` sends): claim (committed before any message goes out: that is what stops
+    a second worker), transmit, record. A group's outcomes are recorded in the transaction that
+    claims the next group, so a group costs one commit; that commit comes right after the
+    group's last transmission, before anything else goes out.
     """
     retries: dict[str, float] = {}
     claimed: set[str] = set()
@@ -69,45 +70,40 @@ def deliver_sends(send_ids: list[str], *, settings: Settings,
     with db.get_engine().connect() as connection:
         with _transaction(connection) as session:
             drafts = sending.prepare_sends(session, send_ids=send_ids, settings=settings)
-        unrecorded: tuple[str, sending.Outcome] | None = None
-        for draft in drafts:
-            message, retry = _record_and_claim(connection, unrecorded, draft, settings)
-            if retry is not None and unrecorded is not None:
-                retries[unrecorded[0]] = retry
-            unrecorded = None
-            if message is None:
-                continue
-            claimed.add(draft.send_id)
-            unrecorded = (draft.send_id, sending.transmit(message, transport))
-        if unrecorded is not None:
-            retry = _record(connection, *unrecorded, settings)
-            if retry is not None:
-                retries[unrecorded[0]] = retry
+        unrecorded: dict[str, sending.Outcome] = {}
+        size = settings.send_claim_group
+        for start in range(0, len(drafts), size):
+            messages = _record_and_claim(connection, unrecorded, drafts[start:start + size],
+                                         settings, retries)
+            claimed.update(messages)
+            unrecorded = {send_id: sending.transmit(message, transport)
+                          for send_id, message in messages.items()}
+        _record(connection, unrecorded, settings, retries)
     for send_id in set(send_ids) - claimed:
         log.info("send_not_claimed %s", send_id, extra={"send_id": send_id})
     return retries
 
 
-def _record_and_claim(connection: Connection, unrecorded: tuple[str, sending.Outcome] | None,
-                      draft: sending.Draft, settings: Settings
-                      ) -> tuple[OutgoingMessage | None, float | None]:
-    """Record the previous send's outcome and claim the next send, in one transaction."""
+def _record_and_claim(connection: Connection, unrecorded: dict[str, sending.Outcome],
+                      drafts: list[sending.Draft], settings: Settings,
+                      retries: dict[str, float]) -> dict[str, OutgoingMessage]:
+    """Record the previous group's outcomes and claim the next group, in one transaction."""
     try:
         with _transaction(connection) as session:
-            # The claim first: recording stores an event, which takes the tenant's feed lock
+            # The claims first: recording stores events, which takes the tenant's feed lock
             # until the commit, so it goes last to hold that lock as briefly as possible.
-            message = sending.claim_send(session, draft=draft)
-            retry = (sending.record_outcome(session, send_id=unrecorded[0],
-                                            outcome=unrecorded[1], settings=settings)
-                     if unrecorded is not None else None)
-            return message, retry
+            messages = sending.claim_sends(session, drafts=drafts)
+            found = sending.record_outcomes(session, outcomes=unrecorded, settings=settings)
     except IntegrityError:
-        if unrecorded is None:
+        if not unrecorded:
             raise
-    # The outcome could not be recorded as it was (see `_record`): both steps on their own.
-    retry = _record(connection, *unrecorded, settings)
+    else:
+        retries.update(found)
+        return messages
+    # The outcomes could not be recorded as they were (see `_record`): both steps on their own.
+    _record(connection, unrecorded, settings, retries)
     with _transaction(connection) as session:
-        return sending.claim_send(session, draft=draft), retry
+        return sending.claim_sends(session, drafts=drafts)
 
 
 @contextmanager
@@ -124,22 +120,40 @@ def _transaction(connection: Connection) -> Iterator[Session]:
         session.close()
 
 
-def _record(connection: Connection, send_id: str, outcome: sending.Outcome,
-            settings: Settings) -> float | None:
+def _record(connection: Connection, outcomes: dict[str, sending.Outcome], settings: Settings,
+            retries: dict[str, float]) -> None:
+    """Record outcomes together, or, when that breaks a constraint, each on its own."""
+    if not outcomes:
+        return
     try:
         with _transaction(connection) as session:
-            return sending.record_outcome(session, send_id=send_id, outcome=outcome,
-                                          settings=settings)
+            retries.update(sending.record_outcomes(session, outcomes=outcomes,
+                                                   settings=settings))
+            return
+    except IntegrityError:
+        if len(outcomes) == 1 and next(iter(outcomes.values())).provider_message_id is None:
+            raise
+    for send_id, outcome in outcomes.items():
+        _record_alone(connection, send_id, outcome, settings, retries)
+
+
+def _record_alone(connection: Connection, send_id: str, outcome: sending.Outcome,
+                  settings: Settings, retries: dict[str, float]) -> None:
+    try:
+        with _transaction(connection) as session:
+            retries.update(sending.record_outcomes(session, outcomes={send_id: outcome},
+                                                   settings=settings))
+            return
     except IntegrityError:
         if outcome.provider_message_id is None:
             raise
-        # Provider ids are unique (feedback is matched on them); a relay that answers every
-        # message alike must not stop us from recording that this one went out.
-        log.warning("provider_id_taken %s", send_id, extra={"send_id": send_id})
-        with _transaction(connection) as session:
-            return sending.record_outcome(
-                session, send_id=send_id, outcome=replace(outcome, provider_message_id=None),
-                settings=settings)
+    # Provider ids are unique (feedback is matched on them); a relay that answers every
+    # message alike must not stop us from recording that this one went out.
+    log.warning("provider_id_taken %s", send_id, extra={"send_id": send_id})
+    with _transaction(connection) as session:
+        retries.update(sending.record_outcomes(
+            session, outcomes={send_id: replace(outcome, provider_message_id=None)},
+            settings=settings))
 
 
 def _deliver(send_ids: list[str]) -> None:

@@ -1,20 +1,22 @@
 """Sends: queue one, deliver it at most once, list them.
 
 Delivery runs in steps, each its own short transaction (tasks/sends.py drives them): read the
-queued send and render its message (`prepare_sends`, no writes); claim it with one conditional
-UPDATE, `queued` → `sending`, committed before the transport is called (`claim_send`); transmit;
-record the outcome through the lifecycle (`record_outcome`). Only the claimer transmits, so a
-task delivered twice finds nothing to claim. A worker that dies while the transport runs leaves
-the row in `sending`: nobody knows whether the server took the message, so it is never sent
-again, and a sweep marks it `failed` after a while. Only failures that certainly sent nothing
-(`TransientError`) put the row back to `queued`, for a retry with backoff.
-"""
+queued sends and render their messages (`prepare_sends`, no writes); claim a small group of them
+with one conditional UPDATE each, `queued` → `sending`, committed before the transport is called
+(`claim_sends`); transmit; record the outcomes through the lifecycle (`record_outcomes`). Only
+the claimer transmits, so a task delivered twice finds nothing to claim. A worker that dies
+while its group is out leaves those rows in `sending`: nobody knows whether the server took
+their messages, so they are never sent again, and a sweep marks them `failed` after a while.
+Only failures that certainly sent nothing (`TransientError`) put a row back to `queued`, for a
+retry with backoff."""
 
 from __future__ import annotations
 
 import logging
 import random
 import re
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import timedelta
@@ -175,7 +177,8 @@ _LIFECYCLE_COLUMNS = [column for column in _sends.c
 _CONTACT_LIVE = exists().where(_contacts.c.tenant_id == _sends.c.tenant_id,
                                _contacts.c.id == _sends.c.contact_id).label("contact_live")
 _LOCK = select(_sends.c.id, *_LIFECYCLE_COLUMNS, _CONTACT_LIVE).where(
-    _sends.c.id == bindparam("b_id")).with_for_update(of=_sends)
+    _sends.c.id.in_(bindparam("b_ids", expanding=True))).order_by(_sends.c.id).with_for_update(
+    of=_sends)
 _WRITE_BACK = update(_sends).where(_sends.c.id == bindparam("b_id")).values(
     {column.name: bindparam(f"w_{column.name}", type_=column.type)
      for column in _LIFECYCLE_COLUMNS})
@@ -242,25 +245,31 @@ def _compose(row: Any, sender: str, settings: Settings, ignore_unsubscribe: bool
                  ignore_unsubscribe=ignore_unsubscribe)
 
 
-def claim_send(db: Session, *, draft: Draft) -> OutgoingMessage | None:
-    """Claim the send (`queued` → `sending`) and store what its message holds; None if lost.
+def claim_sends(db: Session, *, drafts: Sequence[Draft]) -> dict[str, OutgoingMessage]:
+    """Claim each send (`queued` → `sending`) and store what its message holds; return the
+    messages of those claimed by send id, in order.
 
-    One conditional UPDATE, which also checks the contact again: if it was suppressed or
-    unsubscribed since the draft was read, nothing is claimed (the lost-send sweep retries it,
-    and then the draft says why not). The caller must commit before transmitting: the committed
-    claim is what stops a second worker. A refused or failed draft is recorded as such instead.
+    One conditional UPDATE per send, which also checks the contact again: if it was suppressed
+    or unsubscribed since the draft was read, nothing is claimed (the lost-send sweep retries
+    it, and then the draft says why not). The caller must commit before transmitting: the
+    committed claim is what stops a second worker. A refused or failed draft is recorded as such
+    instead.
     """
     now = utcnow()
-    if draft.message is None:
-        db.execute(_GIVE_UP, {"b_id": draft.send_id, "b_now": now,
-                              "b_status": "rejected" if draft.refusal else "failed",
-                              "b_error": draft.refusal or draft.failure})
-        return None
-    claimed = db.execute(_CLAIM, {
-        "b_id": draft.send_id, "b_now": now, "b_ignore": draft.ignore_unsubscribe,
-        "b_subject": draft.subject, "b_links": draft.links, "b_message_id": draft.message_id,
-        "b_version": draft.template_version})
-    return draft.message if claimed.rowcount else None  # type: ignore[attr-defined]
+    claimed: dict[str, OutgoingMessage] = {}
+    for draft in drafts:
+        if draft.message is None:
+            db.execute(_GIVE_UP, {"b_id": draft.send_id, "b_now": now,
+                                  "b_status": "rejected" if draft.refusal else "failed",
+                                  "b_error": draft.refusal or draft.failure})
+            continue
+        result = db.execute(_CLAIM, {
+            "b_id": draft.send_id, "b_now": now, "b_ignore": draft.ignore_unsubscribe,
+            "b_subject": draft.subject, "b_links": draft.links,
+            "b_message_id": draft.message_id, "b_version": draft.template_version})
+        if result.rowcount:  # type: ignore[attr-defined]
+            claimed[draft.send_id] = draft.message
+    return claimed
 
 
 def transmit(message: OutgoingMessage, transport: Transport) -> Outcome:
@@ -282,34 +291,49 @@ def retry_delay(settings: Settings, *, attempts: int, jitter: bool = True) -> fl
     return delay * random.uniform(0.9, 1.1) if jitter else delay
 
 
-def record_outcome(db: Session, *, send_id: str, outcome: Outcome,
-                   settings: Settings) -> float | None:
-    """Record what became of a transmitted send; return the retry delay if it must be retried.
+def record_outcomes(db: Session, *, outcomes: Mapping[str, Outcome],
+                    settings: Settings) -> dict[str, float]:
+    """Record what became of transmitted sends; return the retry delay of those to retry.
 
-    The row is read (locked) into a detached `Send` that the lifecycle functions update as
-    usual, then written back with one prebuilt UPDATE: the ORM's unit of work done by hand,
-    at a fraction of its cost, on a path that runs for every send.
+    The rows are read (locked, in id order) into detached `Send`s that the lifecycle functions
+    update as usual, then written back with one prebuilt UPDATE: the ORM's unit of work done by
+    hand, at a fraction of its cost, on a path that runs for every send. Their system events are
+    stored together, after the rows.
     """
-    row = db.execute(_LOCK, {"b_id": send_id}).one_or_none()
-    error = outcome.error
+    rows = {row.id: row for row in db.execute(_LOCK, {"b_ids": sorted(outcomes)})}
+    retries: dict[str, float] = {}
+    write_backs: list[dict[str, Any]] = []
+    with lifecycle.system_events_last(db):
+        for send_id, outcome in outcomes.items():
+            send, contact_live = _recordable(rows.get(send_id), outcome, send_id)
+            if send is None:
+                continue
+            if contact_live:
+                retry_in = _apply_outcome(db, send, outcome.error, outcome.provider_message_id,
+                                          settings)
+                if retry_in is not None:
+                    retries[send_id] = retry_in
+            else:
+                _apply_orphan_outcome(send, outcome.error, outcome.provider_message_id)
+            write_backs.append({"b_id": send_id, **{
+                f"w_{column.name}": getattr(send, column.name) for column in _LIFECYCLE_COLUMNS}})
+        if write_backs:
+            db.execute(_WRITE_BACK, write_backs)
+    return retries
+
+
+def _recordable(row: Any, outcome: Outcome, send_id: str) -> tuple[Send | None, bool]:
+    """The send to record `outcome` on, as a detached `Send`, and whether its contact lives;
+    (None, False) when there is nothing to record."""
     # A success is recorded on a `failed` send too: the stale sweep may have given up on a slow
     # send that did go out in the end.
-    expected = ("sending",) if error else ("sending", "failed")
+    expected = ("sending",) if outcome.error else ("sending", "failed")
     if row is None or row.status not in expected:
         log.warning("send_outcome_ignored %s", send_id, extra={"send_id": send_id})
-        return None
+        return None, False
     columns = dict(row._mapping)
-    contact_live = columns.pop("contact_live") and columns["email"] != ERASED_EMAIL
-    send = Send(**columns)
-    with lifecycle.system_events_last(db):
-        if contact_live:
-            retry_in = _apply_outcome(db, send, error, outcome.provider_message_id, settings)
-        else:
-            retry_in = None
-            _apply_orphan_outcome(send, error, outcome.provider_message_id)
-        db.execute(_WRITE_BACK, {"b_id": send_id, **{
-            f"w_{column.name}": getattr(send, column.name) for column in _LIFECYCLE_COLUMNS}})
-    return retry_in
+    contact_live = bool(columns.pop("contact_live")) and columns["email"] != ERASED_EMAIL
+    return Send(**columns), contact_live
 
 
 def _apply_outcome(db: Session, send: Send, error: TransportError | None,
@@ -355,7 +379,7 @@ def erase_contact_sends(db: Session, *, tenant_id: str, contact_id: str, email: 
     A `queued` send (waiting for its task, or for a retry) becomes `rejected`: its task, the
     lost-send sweep and a worker that already rendered it all find nothing to claim. A send
     already claimed (`sending`) is left to finish, since its message is out of our hands; its
-    outcome is then recorded without a system event (`record_outcome`). Rows stay, so the
+    outcome is then recorded without a system event (`record_outcomes`). Rows stay, so the
     metrics keep counting what was sent, but without the person: the address, the variables and
     enrolling event they were rendered with, the rendered subject, and any error text or link
     that quotes the address (such a link stops working; the others keep redirecting).

@@ -391,7 +391,7 @@ def test_a_contact_suppressed_after_rendering_is_not_claimed(tenant: Tenant,
     _set_contact(tenant, "ann@example.com", suppressed=True)
 
     with db.transaction() as session:
-        assert sending.claim_send(session, draft=draft) is None
+        assert sending.claim_sends(session, drafts=[draft]) == {}
     assert _send(send_id).status == "queued"  # the next attempt rejects it, saying why
 
     deliver_send(send_id, settings=settings, transport=MemoryTransport())
@@ -434,3 +434,41 @@ def test_the_outcome_for_a_contact_deleted_meanwhile_brings_nothing_back(
     with db.transaction() as session:  # no system event, so no contact made again
         assert list(session.scalars(select(Contact.email))) == []
         assert list(session.scalars(select(Event.name))) == []
+
+
+def test_a_provider_id_taken_inside_a_group_still_records_every_send(
+        tenant: Tenant, settings: Settings) -> None:
+    class SameId(ScriptedTransport):
+        def send(self, message: OutgoingMessage) -> str | None:
+            return "OK"
+
+    _template(tenant)
+    first, second = _queue(tenant), _queue(tenant, "bob@example.com")
+
+    deliver_sends([first, second], settings=settings, transport=SameId())
+
+    assert [(_send(s).status, _send(s).provider_message_id) for s in (first, second)] == [
+        ("sent", "OK"), ("sent", None)]
+    assert len(_events(tenant, "email.sent")) == 2
+
+
+def test_groups_record_each_outcome_and_claim_in_order(tenant: Tenant,
+                                                       settings: Settings) -> None:
+    grouped = dataclasses.replace(settings, send_claim_group=3)
+    _template(tenant)
+    send_ids = [_queue(tenant, f"c{n}@example.com") for n in range(7)]
+    transport = ScriptedTransport(None, TransientError(421, "busy"), None,
+                                  PermanentError(550, "no such user"), None, None, None)
+
+    retries = deliver_sends(send_ids, settings=grouped, transport=transport)
+
+    statuses = [_send(send_id).status for send_id in send_ids]
+    assert statuses == ["sent", "queued", "sent", "bounced", "sent", "sent", "sent"]
+    assert set(retries) == {send_ids[1]}
+    assert [message.send_id for message in transport.sent] == [
+        send_ids[n] for n in (0, 2, 4, 5, 6)]
+    assert sorted(event.properties["sendId"] for event in _events(tenant, "email.sent")) == sorted(
+        send_ids[n] for n in (0, 2, 4, 5, 6))
+    assert [event.properties["sendId"] for event in _events(tenant, "email.bounced")] == [
+        send_ids[3]]
+    assert _contact(tenant, "c3@example.com").suppressed
