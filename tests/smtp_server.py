@@ -63,7 +63,7 @@ class SMTPServer:
         self.record = record
         self.messages: list[Received] = []
         self.count = 0
-        self.data_started = threading.Event()
+        self.held = threading.Event()  # set once a message's reply is being held
         self._gate = threading.Event()
         self._gate.set()
         self._lock = threading.Lock()
@@ -71,6 +71,7 @@ class SMTPServer:
         self._data_refusals: list[_Refusal] = []
         self._mail_refusal: _Refusal | None = None
         self._drops = 0
+        self._stall_at: int | None = None
         self._credentials = credentials
         kwargs: dict[str, Any] = {}
         if implicit_tls:
@@ -137,8 +138,13 @@ class SMTPServer:
 
     def stall(self) -> None:
         """Hold the reply to every message from now on until `release()`."""
-        self.data_started.clear()
+        self.held.clear()
         self._gate.clear()
+
+    def stall_after(self, messages: int) -> None:
+        """Answer the next `messages` messages, then hold replies as `stall()` does."""
+        with self._lock:
+            self._stall_at = self.count + messages + 1
 
     def release(self) -> None:
         self._gate.set()
@@ -177,9 +183,13 @@ class SMTPServer:
             self.count += 1
             if self.record:
                 self.messages.append(received)
+            if self._stall_at is not None and self.count >= self._stall_at:
+                self._stall_at = None
+                self.stall()
 
     async def wait_gate(self) -> None:
-        self.data_started.set()
+        if not self._gate.is_set():
+            self.held.set()
         while not self._gate.is_set():
             await asyncio.sleep(0.02)
 
