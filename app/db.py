@@ -118,7 +118,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    options: dict[str, Any] = {}
+    if make_url(url).get_driver_name() == "psycopg2":
+        # An executemany UPDATE (the ORM flushing many rows, a batch of sends written back)
+        # then travels in pages of statements instead of one round trip per row. Its rowcount
+        # is no longer exact, and nothing here reads the rowcount of an executemany.
+        options["executemany_mode"] = "values_plus_batch"
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **options)
 
 
 def init_engine(url: str) -> Engine:
