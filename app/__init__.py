@@ -10,10 +10,12 @@ from app.config import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app: settings → database → Celery → errors → routes → ingest publisher."""
+    """Build the app: settings → database → Celery → errors → routes → ingest publisher → the
+    single-event fast path in front of it all."""
     from app import db
     from app import observability
     from app.api import register_api
+    from app.api.events_fast_path import EventFastPath
     from app.config import celery_config
     from app.dashboard.views import dashboard
     from app.errors import register_error_handlers
@@ -51,4 +53,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ingest_batcher"] = IngestBatcher(
         publish, max_batch=settings.ingest_max_batch, linger_s=settings.ingest_linger_ms / 1000,
         timeout_s=settings.ingest_publish_timeout_s)
+    app.wsgi_app = EventFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -35,8 +35,8 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def _bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
+def bearer_token(header: str) -> str | None:
+    """The key in an `Authorization` header value, if it is a bearer key that looks like one."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip().startswith(KEY_PREFIX):
         return None
@@ -68,7 +68,7 @@ def tenant_for_digest(digest: str) -> str | None:
 
 def bearer_key_digest() -> str | None:
     """The digest of the request's bearer key, if it sent one that looks like a key."""
-    token = _bearer_token()
+    token = bearer_token(request.headers.get("Authorization", ""))
     return hash_key(token) if token else None
 
 

@@ -25,6 +25,7 @@ from app.schemas.events import EventListQuery
 from app.schemas.events import EventPageSchema
 from app.schemas.events import TrackBatchSchema
 from app.schemas.events import TrackEventSchema
+from app.schemas.events import plain_track_event
 from app.services import contacts
 from app.services import events
 from app.services import ingest
@@ -36,6 +37,11 @@ _list_query = EventListQuery()
 
 def _settings() -> Any:
     return current_app.config["SETTINGS"]
+
+
+def _load_event(body: Any) -> dict[str, Any]:
+    """The schema's data for one event body; the plain check first, as it costs a tenth."""
+    return plain_track_event(body) or _track.load(body)
 
 
 def _enqueue(messages: list[dict[str, Any]]) -> None:
@@ -52,7 +58,7 @@ document("/events", "post", "Track an event", tag="events", status=202,
 def track_event() -> Any:
     """Accept one event for the worker to store."""
     body = read_json_object(request, max_bytes=_settings().max_body_bytes)
-    message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=_track.load(body))
+    message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=_load_event(body))
     db.session.rollback()  # read-only so far: end the transaction before waiting on the broker
     _enqueue([message])
     return ingest.accepted_view(message), 202
@@ -70,7 +76,7 @@ def _load_item(item: Any) -> dict[str, Any] | ValidationError:
     if not isinstance(item, dict):
         return ValidationError("Each item must be an event object.")
     try:
-        data: dict[str, Any] = _track.load(item)
+        data = _load_event(item)
     except ValidationError as error:
         return error
     return data
