@@ -18,13 +18,10 @@ Procfile does) and one beat, with the `memory` e-mail transport, and measures:
    row was made minus `nextStepAt` (enrolment time + delay, exactly what the engine
    scheduled), p50 and p99.
 
-Figures on the 2-core development box (2026-11-26; other test suites were running at the same
-time, so treat them as lower bounds): 100,000 enrolments at 2,053-2,863/s; worker RSS +21 MB with
-100,000 steps pending (307 → 328 MB); lag p50 0.08-0.11 s, p99 0.18-0.51 s; steps falling due
-together 335-466/s end to end while the same two worker processes also delivered the e-mails
-(193/s), 839/s with 20,000 contacts, and 1,852/s for the step work alone (`run_steps` in
-batches of 200, in process, no delivery): short of the 1,000/s target end to end because
-delivery shares the worker.
+Figures on the 2-core development box (2026-11-27, quiet box): 100,000 enrolments at 3,529/s;
+worker RSS +22 MB with 100,000 steps pending (312 -> 334 MB); lag p50/p99 0.007/0.109 s; steps
+falling due together 1,341/s end to end while the same two worker processes also delivered the
+e-mails (782/s); 1,514 steps/s with 30,000 contacts.
 """
 
 from __future__ import annotations
