@@ -44,6 +44,17 @@ def _status(send_id: str) -> tuple[str, str | None]:
         return send.status, send.error
 
 
+def _restarted_worker(env: dict[str, str], tmp_path: Path) -> WorkerProcess:
+    """The worker after the crash. It runs beat too, with a sweep every second that gives up
+    on sends claimed more than 2 s ago."""
+    second_env: dict[str, Any] = {**env, "KRAITER_SEND_STALE_AFTER": "2",
+                                  "KRAITER_SEND_SWEEP_INTERVAL": "1"}
+    second = WorkerProcess(second_env, tmp_path / "second.log", concurrency=1,
+                           extra_args=("--beat", "--schedule", str(tmp_path / "beat")))
+    second.start()
+    return second
+
+
 def test_a_worker_killed_mid_send_never_sends_twice(tenant: Tenant, smtp: SMTPServer,
                                                     stack_env: dict[str, str],
                                                     tmp_path: Path) -> None:
@@ -64,13 +75,7 @@ def test_a_worker_killed_mid_send_never_sends_twice(tenant: Tenant, smtp: SMTPSe
         first.kill()
     smtp.release()  # the answer goes nowhere: the client is dead
 
-    # The restarted worker runs beat too, with a sweep every second that gives up on sends
-    # claimed more than 2 s ago.
-    second_env: dict[str, Any] = {**env, "KRAITER_SEND_STALE_AFTER": "2",
-                                  "KRAITER_SEND_SWEEP_INTERVAL": "1"}
-    second = WorkerProcess(second_env, tmp_path / "second.log", concurrency=1,
-                           extra_args=("--beat", "--schedule", str(tmp_path / "beat")))
-    second.start()
+    second = _restarted_worker(env, tmp_path)
     try:
         # The broker redelivers the unacknowledged task; it finds the send claimed and stops.
         wait_for(lambda: f"send_not_claimed {send_id}" in second.log(), timeout=60,
@@ -114,11 +119,7 @@ def test_a_worker_killed_mid_group_fails_that_group_and_sends_the_rest_once(
         first.kill()
     smtp.release()
 
-    second_env: dict[str, Any] = {**env, "KRAITER_SEND_STALE_AFTER": "2",
-                                  "KRAITER_SEND_SWEEP_INTERVAL": "1"}
-    second = WorkerProcess(second_env, tmp_path / "second.log", concurrency=1,
-                           extra_args=("--beat", "--schedule", str(tmp_path / "beat")))
-    second.start()
+    second = _restarted_worker(env, tmp_path)
     try:
         # The redelivered batch skips the claimed group and sends the other four.
         wait_for(lambda: [_status(send_id)[0] for send_id in send_ids] == (
