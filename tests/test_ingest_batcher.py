@@ -1,0 +1,78 @@
+"""The ingest batcher: requests wait until their events are published, together where possible."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from app.errors import ServiceUnavailable
+from app.ingest_batcher import IngestBatcher
+
+
+class _Broker:
+    """A stand-in publish target that keeps every message it was given."""
+
+    def __init__(self, *, fail: bool = False, delay_s: float = 0.0) -> None:
+        self.messages: list[list[dict[str, Any]]] = []
+        self.fail = fail
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise ConnectionError("broker down")
+        with self._lock:
+            self.messages.append(list(events))
+
+    def published(self) -> list[int]:
+        with self._lock:
+            return [event["n"] for message in self.messages for event in message]
+
+
+def test_each_request_returns_once_its_events_are_published() -> None:
+    broker = _Broker(delay_s=0.002)
+    batcher = IngestBatcher(broker.publish, linger_s=0.005)
+
+    def send(n: int) -> bool:
+        batcher.submit([{"n": n}])
+        return n in broker.published()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        seen_on_return = list(pool.map(send, range(200)))
+
+    assert all(seen_on_return)
+    assert sorted(broker.published()) == list(range(200))
+    assert len(broker.messages) < 200  # concurrent requests shared messages
+
+
+def test_a_failed_publish_is_a_503_for_every_request_in_it() -> None:
+    batcher = IngestBatcher(_Broker(fail=True).publish, linger_s=0.01)
+
+    def send(n: int) -> str:
+        try:
+            batcher.submit([{"n": n}])
+        except ServiceUnavailable as error:
+            return error.message
+        return "accepted"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(send, range(8)))
+
+    assert answers == ["The event queue is unavailable; retry shortly."] * 8
+
+
+def test_a_publish_that_hangs_is_a_503_after_the_timeout() -> None:
+    batcher = IngestBatcher(_Broker(delay_s=1.0).publish, timeout_s=0.1)
+    started = time.monotonic()
+
+    with pytest.raises(ServiceUnavailable) as refused:
+        batcher.submit([{"n": 1}])
+
+    assert refused.value.message == "The event queue is not answering; retry shortly."
+    assert refused.value.headers == {"Retry-After": "1"}
+    assert time.monotonic() - started < 0.9
