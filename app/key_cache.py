@@ -2,13 +2,15 @@
 
 Looking a key up through the ORM costs a third of the web process's CPU on the ingest path.
 Instead, each web process remembers key hash → tenant, and a revocation publishes
-`NOTIFY kraiter_api_keys` in its transaction. Each lookup first makes one bare round trip
-(`SELECT 1`, about 10 µs of CPU) on a LISTEN connection, and applies the notifications it
-brings: a listening backend sends the notifications committed before a statement ahead of that
-statement's answer, so a key revoked before a request arrives is refused by it. Merely reading
-what has already arrived (no round trip) is not enough: the listening backend forwards a
-notification a moment after the revoking commit returns, and a request in that moment would
-still be let in.
+`NOTIFY kraiter_api_keys` in its transaction. A lookup first makes sure that a bare round trip
+(`SELECT 1`) on a LISTEN connection was sent after the request arrived, and applies the
+notifications it brought: the listening backend forwards a notification when it next reads a
+statement, so a key revoked before a request arrives is refused by it. Merely reading what has
+already arrived (no round trip) let about one request in a hundred through right after the
+revoking commit; with the round trip, none in our tests. (With the connection busy without a
+pause, PostgreSQL has been seen to forward a notification up to a few milliseconds late.) One
+round trip serves every request that arrived before it was sent, so under load, requests that
+queue for the connection share one.
 
 Anything uncertain disables the cache rather than risk serving a revoked key: no LISTEN
 connection (SQLite, or PostgreSQL unreachable) means every lookup goes to the database, and a
@@ -17,6 +19,7 @@ lost connection clears the cache, since notifications may have been missed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -40,8 +43,13 @@ class KeyCache:
         self._engine = engine
         self._lock = threading.Lock()
         self._entries: dict[str, str] = {}
+        self._generation = 0  # bumped whenever the entries are forgotten
         self._listener: Any = None
         self._probe: Any = None  # a cursor of the listener
+        # Moments, in order: each lookup takes one on arrival, each round trip one as it is
+        # sent (`next()` on a count is atomic). `_probed_at`: the last round trip's.
+        self._arrivals = itertools.count()
+        self._probed_at = -1
         self._owner_pid: int | None = None
         self._retry_at = 0.0
 
@@ -51,42 +59,54 @@ class KeyCache:
 
     def lookup(self, digest: str, load: Callable[[str], str | None]) -> str | None:
         """The tenant of an active key with hash `digest`; `load` asks the database."""
+        arrived = next(self._arrivals)
         with self._lock:
-            listening = self._drain_notifications()
+            listening = self._catch_up(arrived)
+            generation = self._generation
             cached = self._entries.get(digest) if listening else None
         if cached is not None:
             return cached
         tenant_id = load(digest)
         if tenant_id is not None and listening:
+            loaded = next(self._arrivals)
             with self._lock:
-                # Store only if no notification arrived while we were loading: it might have
-                # been about this very key.
-                if self._drain_notifications() and len(self._entries) < MAX_ENTRIES:
+                # Store only if no notification arrived while we were loading (whoever applied
+                # it): it might have been about this very key.
+                if (self._catch_up(loaded) and self._generation == generation
+                        and len(self._entries) < MAX_ENTRIES):
                     self._entries.setdefault(digest, tenant_id)
         return tenant_id
 
-    def _drain_notifications(self) -> bool:
-        """Apply pending revocations; False when the cache must not be used right now."""
+    def _catch_up(self, arrived: int) -> bool:
+        """Apply the revocations committed before moment `arrived` (from `_arrivals`); False
+        when the cache must not be used right now. Called with the lock held."""
         if self._engine.dialect.name != "postgresql":
             return False
         if self._owner_pid != os.getpid():  # a forked child must not share the parent's socket
             self._listener, self._owner_pid = None, os.getpid()
-            self._entries.clear()
+            self._forget_all()
         if self._listener is None and not self._connect():
             return False
-        try:
-            self._probe.execute("SELECT 1")  # the round trip that brings every notification
-        except Exception:
-            log.warning("api_key_listener_lost", exc_info=True)
-            self._close()
-            return False
+        if self._probed_at < arrived:  # no round trip since then: make one
+            sent_at = next(self._arrivals)
+            try:
+                self._probe.execute("SELECT 1")
+            except Exception:
+                log.warning("api_key_listener_lost", exc_info=True)
+                self._close()
+                return False
+            self._probed_at = sent_at
         if self._listener.notifies:
             self._listener.notifies.clear()
             # A revocation is rare: forgetting everything is simpler than matching payloads,
             # and also covers notifications that carry no payload.
-            self._entries.clear()
+            self._forget_all()
             return False
         return True
+
+    def _forget_all(self) -> None:
+        self._entries.clear()
+        self._generation += 1
 
     def _connect(self) -> bool:
         if time.monotonic() < self._retry_at:
@@ -102,8 +122,8 @@ class KeyCache:
             log.warning("api_key_listener_unavailable", exc_info=True)
             self._retry_at = time.monotonic() + RECONNECT_AFTER_S
             return False
-        self._listener, self._probe = connection, probe
-        self._entries.clear()
+        self._listener, self._probe, self._probed_at = connection, probe, -1
+        self._forget_all()
         return True
 
     def _close(self) -> None:
@@ -112,5 +132,5 @@ class KeyCache:
         except Exception:  # the connection is already broken; nothing else to do
             log.debug("api_key_listener_close_failed", exc_info=True)
         self._listener = None
-        self._entries.clear()
+        self._forget_all()
         self._retry_at = time.monotonic() + RECONNECT_AFTER_S
