@@ -7,9 +7,10 @@ holds one, mostly asleep), capped by `KRAITER_MAX_STREAMS`, so streams never sta
 
 One process by default, for the 2-core box everything shares: with the single-event fast path
 a process serves about 2,000 events a second on one core, and one publisher per box sends
-messages twice the size two would, which halves the worker's cost per event (bench/ingest.py,
-32 clients: 1,874 events/s stored with a flat backlog, against 1,013/s and a growing one with
-two processes). Bigger machines raise `WEB_CONCURRENCY`.
+messages twice the size two would, which nearly halves the worker's cost per event
+(bench/ingest.py, 32 clients, same code: one process stored 1,698 events/s with a flat backlog
+at 0.22 ms of worker CPU an event; two stored 1,580/s with a growing backlog at 0.38 ms).
+Bigger machines raise `WEB_CONCURRENCY`.
 
 A process is replaced after `max_requests` (leak insurance); with one process the replacement
 is a pause of a second or two, so it comes after a few minutes of full load, not every 10 s.
