@@ -73,7 +73,10 @@ class EventFastPath:
             return self._refuse(environ, start_response, refusal)
         body = (self._app.json.dumps(ingest.accepted_view(message), separators=(",", ":"))
                 + "\n").encode()
-        self._count(time.perf_counter() - started)
+        try:
+            self._count(time.perf_counter() - started)
+        except Exception:  # the event is queued: a metrics hiccup must not turn that into a 500
+            log.warning("event_fast_path_metrics_failed", exc_info=True)
         start_response(STATUS, [("Content-Type", "application/json"),
                                 ("Content-Length", str(len(body)))])
         return [body]
