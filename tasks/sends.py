@@ -123,16 +123,14 @@ def _transaction(connection: Connection) -> Iterator[Session]:
 def _record(connection: Connection, outcomes: dict[str, sending.Outcome], settings: Settings,
             retries: dict[str, float]) -> None:
     """Record outcomes together, or, when that breaks a constraint, each on its own."""
-    if not outcomes:
-        return
-    try:
-        with _transaction(connection) as session:
-            retries.update(sending.record_outcomes(session, outcomes=outcomes,
-                                                   settings=settings))
-            return
-    except IntegrityError:
-        if len(outcomes) == 1 and next(iter(outcomes.values())).provider_message_id is None:
-            raise
+    if len(outcomes) > 1:
+        try:
+            with _transaction(connection) as session:
+                retries.update(sending.record_outcomes(session, outcomes=outcomes,
+                                                       settings=settings))
+                return
+        except IntegrityError:
+            pass  # one of them clashes (see `_record_alone`): the others must still be recorded
     for send_id, outcome in outcomes.items():
         _record_alone(connection, send_id, outcome, settings, retries)
 
@@ -171,7 +169,7 @@ def deliver(send_id: str) -> None:
 
 @shared_task(name="sends.deliver_many", queue=Queue.EMAIL, acks_late=True)
 def deliver_many(send_ids: list[str]) -> None:
-    """Deliver a batch of sends (sweeps, bulk senders); each is claimed on its own."""
+    """Deliver a batch of sends (sweeps, sequence steps, bulk), claimed group by group."""
     _deliver(send_ids)
 
 
