@@ -8,7 +8,8 @@ the claimer transmits, so a task delivered twice finds nothing to claim. A worke
 while its group is out leaves those rows in `sending`: nobody knows whether the server took
 their messages, so they are never sent again, and a sweep marks them `failed` after a while.
 Only failures that certainly sent nothing (`TransientError`) put a row back to `queued`, for a
-retry with backoff."""
+retry with backoff.
+"""
 
 from __future__ import annotations
 
@@ -300,6 +301,8 @@ def record_outcomes(db: Session, *, outcomes: Mapping[str, Outcome],
     hand, at a fraction of its cost, on a path that runs for every send. Their system events are
     stored together, after the rows.
     """
+    if not outcomes:  # the first group of a batch has nothing before it to record
+        return {}
     rows = {row.id: row for row in db.execute(_LOCK, {"b_ids": sorted(outcomes)})}
     retries: dict[str, float] = {}
     write_backs: list[dict[str, Any]] = []
