@@ -6,6 +6,7 @@ the same service code runs on PostgreSQL and on the embedded SQLite database.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from sqlalchemy.orm import scoped_session
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from app import postgres
 from app.key_cache import KeyCache
 from app.timeutil import as_utc
 
@@ -184,17 +186,20 @@ def insert_ignoring_conflicts(db: Session, table: Any, rows: Sequence[dict[str, 
                               conflict_columns: Sequence[str]) -> list[Any]:
     """Multi-row INSERT ... ON CONFLICT DO NOTHING; return the conflict keys of the new rows.
 
-    RETURNING is what makes SQLAlchemy send the rows as multi-row VALUES statements
-    ("insertmanyvalues", compiled once and cached); a plain executemany would go row by row
-    on psycopg2. The returned keys also tell callers which rows were new (not duplicates).
+    On PostgreSQL the rows go as one statement (`app.postgres`); on SQLite, RETURNING makes
+    SQLAlchemy send them as multi-row VALUES statements ("insertmanyvalues"). The returned keys
+    tell callers which rows were new (not duplicates).
     """
     if not rows:
         return []
-    dialect_insert = postgresql.insert if is_postgres(db) else sqlite.insert
-    statement = (dialect_insert(table)
-                 .on_conflict_do_nothing(index_elements=list(conflict_columns))
-                 .returning(*(table.c[name] for name in conflict_columns)))
-    result = db.execute(statement, list(rows))
+    if is_postgres(db):
+        result: Iterable[Sequence[Any]] = postgres.insert_ignoring_conflicts(
+            db, table, rows, conflict_columns)
+    else:
+        statement = (sqlite.insert(table)
+                     .on_conflict_do_nothing(index_elements=list(conflict_columns))
+                     .returning(*(table.c[name] for name in conflict_columns)))
+        result = db.execute(statement, list(rows))
     return [row[0] if len(conflict_columns) == 1 else tuple(row) for row in result]
 
 

@@ -150,7 +150,7 @@ def start_http_server(argv: list[str], *, env: dict[str, str], log_path: Path,
         assert process.poll() is None, log_path.read_text(errors="replace")
         try:
             return requests.get(probe_url, timeout=1).status_code < 500
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up, or still loading the app
             return False
 
     try:

@@ -20,6 +20,8 @@ from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import postgres
+from app.db import is_postgres
 from app.models import ArchivedEvent
 from app.models import Event
 from app.models import EventFeed
@@ -31,12 +33,18 @@ ON CONFLICT (tenant_id) DO UPDATE SET last_seq = event_feeds.last_seq + excluded
 RETURNING last_seq
 """)
 
+_ALLOCATE_PG = postgres.pyformat(_ALLOCATE)
+
 _EVENT_COLUMNS = tuple(Event.__table__.c)
 
 
 def allocate(db: Session, *, tenant_id: str, count: int) -> int:
     """Reserve `count` positions in the tenant's feed; return the first. Holds the feed's lock."""
-    last = int(db.execute(_ALLOCATE, {"tenant_id": tenant_id, "count": count}).scalar_one())
+    params = {"tenant_id": tenant_id, "count": count}
+    if is_postgres(db):  # once per ingest message: the lean form (see app.postgres)
+        last = int(postgres.fetch_all(db, _ALLOCATE_PG, params)[0][0])
+    else:
+        last = int(db.execute(_ALLOCATE, params).scalar_one())
     return last - count + 1
 
 

@@ -15,7 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import postgres
 from app.db import insert_ignoring_conflicts
+from app.db import is_postgres
 from app.errors import NotFound
 from app.ids import new_id
 from app.models import Contact
@@ -81,11 +83,15 @@ def accepted_view(message: EventMessage) -> dict[str, Any]:
     }
 
 
+_CONTACT_IDS_PG = "SELECT email, id FROM contacts WHERE tenant_id = %s AND email = ANY(%s)"
+
+
 def _contact_ids(db: Session, tenant_id: str, emails: Iterable[str]) -> dict[str, str]:
-    rows = db.execute(
-        select(Contact.email, Contact.id).where(Contact.tenant_id == tenant_id,
-                                               Contact.email.in_(sorted(set(emails))))
-    )
+    wanted = sorted(set(emails))
+    if is_postgres(db):  # once per ingest message: the lean form (see app.postgres)
+        return dict(postgres.fetch_all(db, _CONTACT_IDS_PG, (tenant_id, wanted)))
+    rows = db.execute(select(Contact.email, Contact.id)
+                      .where(Contact.tenant_id == tenant_id, Contact.email.in_(wanted)))
     return {row.email: row.id for row in rows}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
+from app import postgres
 from app.db import is_postgres
 from app.models import Contact
 from app.models import Enrolment
@@ -32,6 +34,7 @@ from app.models import Sequence
 from app.models import SequenceVersion
 from app.services import enrolments
 from app.services import sequences as sequence_service
+from app.timeutil import as_utc
 from app.timeutil import isoformat
 from app.timeutil import utcnow
 from sequences import Arrival
@@ -72,13 +75,22 @@ def forget() -> None:
         _cache.clear()
 
 
+_STAMPS_PG = ("SELECT tenant_id, count(*), max(updated_at) FROM sequences"
+              " WHERE tenant_id = ANY(%s) GROUP BY tenant_id")
+
+
 def _stamps(db: Session, tenant_ids: Seq[str]) -> dict[str, tuple[int, Any]]:
     """Each tenant's version stamp: how many sequences, and the latest change (one query)."""
-    rows = db.execute(select(Sequence.tenant_id, func.count(), func.max(Sequence.updated_at))
-                      .where(Sequence.tenant_id.in_(tenant_ids)).group_by(Sequence.tenant_id))
+    rows: Iterable[Seq[Any]]
+    if is_postgres(db):  # once per ingest message: the lean form (see app.postgres)
+        rows = postgres.fetch_all(db, _STAMPS_PG, (list(tenant_ids),))
+    else:
+        rows = db.execute(select(Sequence.tenant_id, func.count(), func.max(Sequence.updated_at))
+                          .where(Sequence.tenant_id.in_(tenant_ids))
+                          .group_by(Sequence.tenant_id))
     stamps: dict[str, tuple[int, Any]] = dict.fromkeys(tenant_ids, (0, None))
     for tenant, count, latest in rows:
-        stamps[tenant] = (int(count), str(latest))
+        stamps[tenant] = (int(count), str(as_utc(latest)))
     return stamps
 
 
