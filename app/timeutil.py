@@ -27,7 +27,8 @@ def isoformat(value: datetime | None) -> str | None:
     """Format as `2025-09-15T10:30:00.000Z`."""
     if value is None:
         return None
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat (C) ends UTC times with "+00:00"; a third of strftime's cost, on every event.
+    return as_utc(value).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_iso(text: str) -> datetime:

@@ -58,6 +58,7 @@ def accept_event(db: Session, *, tenant_id: str, data: dict[str, Any],
         email = known_contacts.get(contact_id)
         if email is None:
             raise NotFound(f"Contact {contact_id} not found.")
+    created = isoformat(created_at)
     return {
         "id": new_id("evt", ms=int(created_at.timestamp() * 1000)),
         "tenantId": tenant_id,
@@ -65,8 +66,8 @@ def accept_event(db: Session, *, tenant_id: str, data: dict[str, Any],
         "contactId": contact_id,
         "event": data["event"],
         "properties": data.get("properties") or {},
-        "timestamp": isoformat(data.get("timestamp") or created_at),
-        "createdAt": isoformat(created_at),
+        "timestamp": isoformat(data["timestamp"]) if data.get("timestamp") else created,
+        "createdAt": created,
     }
 
 
