@@ -10,6 +10,7 @@ from celery import Task
 from flask import Flask
 
 from tasks import embedded_broker
+from tasks import redis_transport
 
 
 class Queue(StrEnum):
@@ -24,6 +25,7 @@ class Queue(StrEnum):
 def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app from `app.config["CELERY"]`; tasks run inside an app context."""
     embedded_broker.register()
+    redis_transport.register()
 
     class FlaskTask(Task):  # type: ignore[misc]
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
