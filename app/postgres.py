@@ -46,6 +46,7 @@ def fetch_all(db: Session, sql: str, params: Mapping[str, Any] | Sequence[Any]
     except psycopg2.Error as error:
         # As SQLAlchemy would raise it (IntegrityError, OperationalError, ...), so callers
         # handle failures the same on both paths; the rows may hold personal data: not shown.
+        # A connection lost here is not invalidated; the pool's pre-ping replaces it on checkout.
         raise DBAPIError.instance(sql, None, error, psycopg2.Error,
                                   hide_parameters=True) from error
     finally:
