@@ -10,8 +10,9 @@ stored in one transaction; `id = ANY(...)`, a primary-key lookup on a fresh snap
 their events with the time that query started; after the drain it checks every id. So each
 event's accept-to-listable time is exact to one poll interval, the persisted count and the
 backlog (accepted, not yet visible) are known on every poll, and the phase's end-to-end time
-ends when the last event is seen. The same measurement runs against the floor: the same gunicorn config serving a tiny WSGI
-app (plain-Python check + LPUSH) and one consumer process doing multi-row INSERTs.
+ends when the last event is seen. The same measurement runs against the floor: the same
+gunicorn config serving a tiny WSGI app (plain-Python check + LPUSH) and one consumer process
+doing multi-row INSERTs.
 """
 
 from __future__ import annotations
