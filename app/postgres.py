@@ -61,6 +61,13 @@ def _json_value(value: Any) -> Any:
 
 @lru_cache(maxsize=64)
 def _insert_sql(table: Table, columns: tuple[str, ...], conflict_columns: tuple[str, ...]) -> str:
+    """The statement for rows with these columns; checked and built once per column set."""
+    # Core would fill in Python-side defaults of missing columns; this path cannot, so it must
+    # be given every such column (a missing one is a bug in the caller, not bad data).
+    missing = [column.name for column in table.columns
+               if column.name not in columns and column.default is not None]
+    if missing:
+        raise ValueError(f"bulk insert into {table.name} must give {', '.join(missing)}")
     quoted = ", ".join(f'"{name}"' for name in columns)
     record = ", ".join(f'"{name}" {table.c[name].type.compile(dialect=_DIALECT)}'
                        for name in columns)
@@ -73,15 +80,6 @@ def _insert_sql(table: Table, columns: tuple[str, ...], conflict_columns: tuple[
             f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}")
 
 
-def _check_columns(table: Table, columns: tuple[str, ...]) -> None:
-    # Core would fill in Python-side defaults of missing columns; this path cannot, so it must
-    # be given every such column (a missing one is a bug in the caller, not bad data).
-    missing = [column.name for column in table.columns
-               if column.name not in columns and column.default is not None]
-    if missing:
-        raise ValueError(f"bulk insert into {table.name} must give {', '.join(missing)}")
-
-
 def insert_ignoring_conflicts(db: Session, table: Table, rows: Sequence[Mapping[str, Any]],
                               conflict_columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """INSERT ... ON CONFLICT DO NOTHING of many rows in one statement; the new rows' keys.
@@ -90,9 +88,10 @@ def insert_ignoring_conflicts(db: Session, table: Table, rows: Sequence[Mapping[
     `json.dumps` in C instead of adapting every value in Python. Every row must have the same
     keys, as with Core's multi-row insert.
     """
-    columns = tuple(rows[0])
-    _check_columns(table, columns)
-    if any(len(row) != len(columns) for row in rows):
+    keys = rows[0].keys()
+    sql = _insert_sql(table, tuple(keys), tuple(conflict_columns))
+    # By name, not count: PostgreSQL would read a key a row lacks as NULL, silently.
+    if any(row.keys() != keys for row in rows):
         raise ValueError(f"bulk insert into {table.name}: every row needs the same columns")
     payload = json.dumps(rows, default=_json_value, separators=(",", ":"))
-    return fetch_all(db, _insert_sql(table, columns, tuple(conflict_columns)), (payload,))
+    return fetch_all(db, sql, (payload,))

@@ -105,6 +105,12 @@ def test_rows_with_different_columns_are_refused(app: Flask) -> None:
     with pytest.raises(ValueError, match="same columns"), db.transaction() as session:
         postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_a"), short], ["id"])
 
+    # As many columns, but another one: feed_seq would have been stored as NULL.
+    renamed = {**short, "email_x": "a@example.com"}
+    with pytest.raises(ValueError, match="same columns"), db.transaction() as session:
+        postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_a"), renamed],
+                                           ["id"])
+
 
 def test_fetch_all_gives_plain_rows_and_nothing_for_a_statement_without_rows(app: Flask
                                                                           ) -> None:
