@@ -37,12 +37,13 @@ control_socket_disable = True  # one fixed socket path per user would clash betw
 def post_worker_init(worker: Any) -> None:
     """On SIGTERM, end open live-feed streams first: gunicorn waits for running requests, and a
     stream never finishes by itself. Clients reconnect (to a new process) and resume."""
+    from app.live_feed import signal_safe_closer
+
     stop_worker = signal.getsignal(signal.SIGTERM)
+    end_streams = signal_safe_closer()
 
     def end_streams_then_stop(signum: int, frame: Any) -> None:
-        from app.live_feed import close_all_hubs
-
-        close_all_hubs()
+        end_streams()
         if callable(stop_worker):
             stop_worker(signum, frame)
 

@@ -11,8 +11,10 @@ streams can never take every thread from the API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import weakref
@@ -101,9 +103,35 @@ _HUBS: weakref.WeakSet[FeedHub] = weakref.WeakSet()
 
 
 def close_all_hubs() -> None:
-    """End every open stream of this process (called on SIGTERM)."""
+    """End every open stream of this process."""
     for hub in list(_HUBS):
         hub.close()
+
+
+def signal_safe_closer(close: Callable[[], None] = close_all_hubs) -> Callable[[], None]:
+    """A function a signal handler may call to have `close` run: by default, every open stream
+    of this process is ended.
+
+    Closing takes locks, and a Python signal handler runs between two bytecodes of the main
+    thread, possibly inside another run of itself (a PaaS sends SIGTERM to the process group
+    and gunicorn's master forwards it once more): a handler that took the lock its interrupted
+    self held would wait forever. The returned function only writes a byte to a pipe; a thread
+    started here does the closing. Call this in the process that serves (after the fork).
+    """
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+
+    def close_when_woken() -> None:
+        os.read(wake_read, 1)
+        close()
+
+    threading.Thread(target=close_when_woken, name="kraiter-stream-closer", daemon=True).start()
+
+    def wake() -> None:
+        with contextlib.suppress(BlockingIOError):  # woken already, many times over
+            os.write(wake_write, b"x")
+
+    return wake
 
 
 class FeedHub:
@@ -123,7 +151,7 @@ class FeedHub:
 
     def subscribe(self, tenant_id: str) -> Subscription:
         """Open a mailbox for the tenant's events from now on (or StreamLimitReached)."""
-        if self._stop.is_set() or not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False):
             raise StreamLimitReached()
         try:
             self._ensure_polling()
@@ -133,6 +161,9 @@ class FeedHub:
             self._slots.release()
             raise
         with self._lock:
+            if self._stop.is_set():  # checked under the lock `close` takes: none is missed
+                self._slots.release()
+                raise StreamLimitReached()
             # If the tenant is followed already, its position is at least as new as `head`.
             start = self._positions.setdefault(tenant_id, head)
             subscription = Subscription(tenant_id, start, self._max_backlog)
@@ -151,8 +182,8 @@ class FeedHub:
 
     def close(self) -> None:
         """End every stream (graceful shutdown: clients reconnect elsewhere and resume)."""
-        self._stop.set()
         with self._lock:
+            self._stop.set()
             subscriptions = [s for group in self._subscriptions.values() for s in group]
         for subscription in subscriptions:
             subscription.close()

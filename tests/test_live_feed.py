@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ from app import db
 from app.live_feed import FeedHub
 from app.live_feed import StreamLimitReached
 from app.live_feed import follow
+from app.live_feed import signal_safe_closer
 from app.services import ingest
 from app.timeutil import isoformat
 from app.timeutil import utcnow
@@ -107,3 +110,23 @@ def test_slots_are_limited_and_given_back(hub: FeedHub, tenant: Tenant) -> None:
     small.close()
     with pytest.raises(StreamLimitReached):
         small.subscribe(tenant.id)  # a closing hub takes no new streams
+
+
+def test_a_signal_handler_ends_the_streams_without_taking_their_locks(hub: FeedHub,
+                                                                       tenant: Tenant) -> None:
+    # A SIGTERM handler runs inside whatever the main thread was doing, possibly inside itself
+    # (the master forwards the SIGTERM the whole group got): it must not wait for a lock.
+    subscription = hub.subscribe(tenant.id)
+    end_streams = signal_safe_closer(hub.close)
+    asked = threading.Event()
+    with hub._lock:  # what an interrupted close would be holding
+        threading.Thread(target=lambda: (end_streams(), end_streams(), asked.set()),
+                         daemon=True).start()
+        assert asked.wait(5), "the signal handler's part waited for the hub's lock"
+        assert not subscription.ended
+    deadline = time.monotonic() + 5
+    while not subscription.ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert subscription.closed
+    with pytest.raises(StreamLimitReached):
+        hub.subscribe(tenant.id)
