@@ -11,6 +11,7 @@ from flask import Flask
 
 from tasks import embedded_broker
 from tasks import redis_transport
+from tasks import task_logs
 
 
 class Queue(StrEnum):
@@ -26,6 +27,7 @@ def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app from `app.config["CELERY"]`; tasks run inside an app context."""
     embedded_broker.register()
     redis_transport.register()
+    task_logs.quiet_routine_lines()
 
     class FlaskTask(Task):  # type: ignore[misc]
         def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Tenant
+from tests.support import WorkerProcess
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -47,3 +48,14 @@ def test_many_events_for_one_new_email_make_one_contact(tenant: Tenant) -> None:
                       _listed(tenant, "?limit=100"), message="30 events")
     assert sorted(e["id"] for e in stored) == sorted(ids)
     assert len({e["contactId"] for e in stored}) == 1
+
+
+def test_the_worker_logs_no_routine_line_per_event_batch(tenant: Tenant,
+                                                         worker: WorkerProcess) -> None:
+    accepted = tenant.post("/api/events", json={"email": "log@acme.test", "event": "quiet"})
+    event_id = accepted.get_json()["id"]
+    wait_for(lambda: tenant.get(f"/api/events/{event_id}").status_code == 200,
+             message="the event")
+
+    assert "ready." in worker.log()  # the log is the worker's, and it logs at INFO
+    assert "events.ingest[" not in worker.log()
