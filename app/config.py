@@ -256,7 +256,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_retry_on_worker_lost": True,
         "task_time_limit": 300,
         "task_soft_time_limit": 240,
-        "worker_prefetch_multiplier": 4,
+        # Two batches of INGEST_FLUSH_EVERY ingest messages (tasks/events.py) in flight at the
+        # default concurrency of 2 (a worker reserves up to this many messages per pool process).
+        "worker_prefetch_multiplier": 8,
         "worker_soft_shutdown_timeout": 20,
         "worker_enable_soft_shutdown_on_idle": True,
         "include": ["tasks.events", "tasks.retention", "tasks.sends", "tasks.sequences"],

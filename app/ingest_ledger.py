@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 from typing import Protocol
 
@@ -28,7 +29,7 @@ Messages = list[dict[str, Any]]
 class Ledger(Protocol):
     def record(self, task_id: str, messages: Messages) -> None: ...
 
-    def strike(self, task_id: str | None) -> None: ...
+    def strike(self, task_ids: Iterable[str]) -> None: ...
 
     def requeue_overdue(self, *, older_than_s: float, publish: Callable[[str, Messages], None],
                         limit: int = 100) -> int: ...
@@ -42,7 +43,7 @@ class NoLedger:
     def record(self, task_id: str, messages: Messages) -> None:
         pass
 
-    def strike(self, task_id: str | None) -> None:
+    def strike(self, task_ids: Iterable[str]) -> None:
         pass
 
     def requeue_overdue(self, *, older_than_s: float, publish: Callable[[str, Messages], None],
@@ -74,15 +75,16 @@ class RedisLedger:
         pipe.zadd(self.SINCE, {task_id: time.time()})
         pipe.execute()
 
-    def strike(self, task_id: str | None) -> None:
-        """The message's events are stored (or it was never published): forget it."""
-        if not task_id:
+    def strike(self, task_ids: Iterable[str]) -> None:
+        """These messages' events are stored (or they were never published): forget them."""
+        ids = list(task_ids)
+        if not ids:
             return
-        # No MULTI/EXEC (two replies fewer to parse, on every message): payload first, so a
-        # strike cut short leaves only an index entry, which `requeue_overdue` drops.
+        # No MULTI/EXEC (two replies fewer to parse, on every batch): payloads first, so a
+        # strike cut short leaves only index entries, which `requeue_overdue` drops.
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hdel(self.PAYLOADS, task_id)
-        pipe.zrem(self.SINCE, task_id)
+        pipe.hdel(self.PAYLOADS, *ids)
+        pipe.zrem(self.SINCE, *ids)
         pipe.execute()
 
     def requeue_overdue(self, *, older_than_s: float, publish: Callable[[str, Messages], None],

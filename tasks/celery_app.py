@@ -7,11 +7,11 @@ from typing import Any
 
 from celery import Celery
 from celery import Task
+from celery_batches import Batches
 from flask import Flask
 
 from tasks import embedded_broker
 from tasks import redis_transport
-from tasks import task_logs
 
 
 class Queue(StrEnum):
@@ -23,18 +23,36 @@ class Queue(StrEnum):
     MAINTENANCE = "maintenance"
 
 
+class FlaskCelery(Celery):  # type: ignore[misc]
+    """A Celery app that knows the Flask app its tasks run in."""
+
+    def __init__(self, flask_app: Flask, **options: Any) -> None:
+        super().__init__(flask_app.name, **options)
+        self.flask_app = flask_app
+
+
+class _InAppContext:
+    app: FlaskCelery
+    run: Any
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.app.flask_app.app_context():
+            return self.run(*args, **kwargs)
+
+
+class FlaskTask(_InAppContext, Task):  # type: ignore[misc]
+    """Every task's base: it runs inside the Flask app's context."""
+
+
+class FlaskBatches(_InAppContext, Batches):  # type: ignore[misc]
+    """For tasks that take the requests the worker gathered, many at once (celery-batches)."""
+
+
 def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app from `app.config["CELERY"]`; tasks run inside an app context."""
     embedded_broker.register()
     redis_transport.register()
-    task_logs.quiet_routine_lines()
-
-    class FlaskTask(Task):  # type: ignore[misc]
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            with app.app_context():
-                return self.run(*args, **kwargs)
-
-    celery = Celery(app.name, task_cls=FlaskTask)
+    celery = FlaskCelery(app, task_cls=FlaskTask)
     celery.config_from_object(app.config["CELERY"])
     celery.set_default()
     app.extensions["celery"] = celery

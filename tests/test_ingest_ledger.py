@@ -81,14 +81,14 @@ def test_nothing_is_published_again_while_the_queue_has_a_backlog(
 
 def test_record_strike_and_requeue(app: Flask) -> None:
     ledger = RedisLedger.from_url(app.config["SETTINGS"].redis_url)
-    ledger.record("t1", [{"id": "evt_1"}])
-    ledger.record("t2", [{"id": "evt_2"}])
-    ledger.strike("t1")
-    ledger.strike(None)
+    for task_id in ("t1", "t2", "t3", "t4"):
+        ledger.record(task_id, [{"id": f"evt_{task_id}"}])
+    ledger.strike(["t1", "t3"])  # one batch of the worker's
+    ledger.strike([])
     published: list[tuple[str, Any]] = []
-    assert ledger.requeue_overdue(older_than_s=0, publish=lambda *a: published.append(a)) == 1
-    assert published == [("t2", [{"id": "evt_2"}])]
-    assert ledger.pending() == 1  # still there until a worker stores it
-    ledger.strike("t2")
+    assert ledger.requeue_overdue(older_than_s=0, publish=lambda *a: published.append(a)) == 2
+    assert sorted(published) == [("t2", [{"id": "evt_t2"}]), ("t4", [{"id": "evt_t4"}])]
+    assert ledger.pending() == 2  # still there until a worker stores them
+    ledger.strike(["t2", "t4", "t9"])
     assert ledger.pending() == 0
     assert NoLedger().requeue_overdue(older_than_s=0, publish=lambda *a: None) == 0

@@ -1,14 +1,18 @@
-"""The ingest task as a function: idempotent, and robust to a tenant deleted mid-queue."""
+"""The ingest task as a function: many messages at once, idempotent, robust to a tenant deleted
+mid-queue, and every message it stored struck from the ledger."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from celery_batches import SimpleRequest
+from flask import Flask
 from sqlalchemy import delete
 from sqlalchemy import select
 
 from app import db
 from app.ids import new_id
+from app.ingest_ledger import RedisLedger
 from app.models import Event
 from app.models import Tenant as TenantRow
 from app.timeutil import isoformat
@@ -22,28 +26,54 @@ def _message(tenant_id: str, email: str) -> dict[str, Any]:
             "event": "signed.up", "properties": {}, "timestamp": now, "createdAt": now}
 
 
+def _gathered(*messages: list[dict[str, Any]]) -> list[SimpleRequest]:
+    """What celery-batches hands the task: one request per ingest message the worker got."""
+    return [SimpleRequest(id=new_id("task"), name="events.ingest", args=(batch,), kwargs={},
+                          delivery_info={}, hostname="test", ignore_result=True, reply_to=None,
+                          correlation_id=None, request_dict={}) for batch in messages]
+
+
 def _stored_ids() -> set[str]:
     with db.transaction() as session:
         return set(session.scalars(select(Event.id)))
 
 
-def test_a_redelivered_batch_stores_each_event_once(make_tenant: Any) -> None:
+def test_the_messages_gathered_are_stored_together_and_struck_from_the_ledger(
+        app: Flask, make_tenant: Any) -> None:
+    ours, theirs = make_tenant("Ours"), make_tenant("Theirs")
+    first = [_message(ours.id, f"u{i}@acme.test") for i in range(3)]
+    second = [_message(theirs.id, "u0@acme.test"), _message(ours.id, "u0@acme.test")]
+    requests = _gathered(first, second)
+    ledger = app.extensions["ingest_ledger"]
+    for request in requests:
+        ledger.record(request.id, request.args[0])
+    pending_before = ledger.pending()
+
+    assert ingest_events(requests) == 5
+
+    assert _stored_ids() == {m["id"] for m in first + second}
+    struck = pending_before - ledger.pending()
+    assert struck == (len(requests) if isinstance(ledger, RedisLedger) else 0)  # embedded: none
+
+
+def test_a_redelivered_message_stores_each_event_once(make_tenant: Any) -> None:
     tenant = make_tenant()
     batch = [_message(tenant.id, f"u{i}@acme.test") for i in range(5)]
 
-    assert ingest_events(batch) == 5
-    ingest_events(batch)
+    assert ingest_events(_gathered(batch)) == 5
+    # Delivered again, and twice within one gathering.
+    assert ingest_events(_gathered(batch[:2], batch)) == 0
 
     assert _stored_ids() == {m["id"] for m in batch}
 
 
-def test_a_deleted_tenant_does_not_sink_the_other_events_of_its_batch(make_tenant: Any) -> None:
+def test_a_deleted_tenant_does_not_sink_the_other_events_gathered(make_tenant: Any) -> None:
     kept, doomed = make_tenant("Kept"), make_tenant("Doomed")
-    ingest_events([_message(doomed.id, "warm@acme.test")])  # the worker now knows the tenant
+    ingest_events(_gathered([_message(doomed.id, "warm@acme.test")]))  # the worker knows it now
     with db.transaction() as session:
         session.execute(delete(TenantRow).where(TenantRow.id == doomed.id))
     survivor = _message(kept.id, "a@acme.test")
 
-    ingest_events([_message(doomed.id, "new@acme.test"), survivor])
+    assert ingest_events(_gathered([_message(doomed.id, "new@acme.test")], [survivor])) == 1
 
     assert survivor["id"] in _stored_ids()
