@@ -1,19 +1,18 @@
 """gunicorn settings for the `web` process (`gunicorn -c python:app.gunicorn_conf ...`).
 
-Threads, not more processes: requests spend most of their time waiting on the database and the
+Threads in each process: requests spend most of their time waiting on the database and the
 broker, and the ingest publisher batches the events of concurrent requests of one process.
 `WEB_THREADS` serve the API; live-feed streams get threads of their own on top (each open stream
 holds one, mostly asleep), capped by `KRAITER_MAX_STREAMS`, so streams never starve the API.
 
-One process by default, for the 2-core box everything shares: with the single-event fast path
-a process serves about 2,000 events a second on one core, and one publisher per box sends
-messages twice the size two would, which nearly halves the worker's cost per event
-(bench/ingest.py, 32 clients, same code: one process stored 1,698 events/s with a flat backlog
-at 0.22 ms of worker CPU an event; two stored 1,580/s with a growing backlog at 0.38 ms).
-Bigger machines raise `WEB_CONCURRENCY`.
+Two processes by default, for the 2-core box everything shares: one process is bound by its
+interpreter lock near 2,000 single events a second. Each process batches its own requests' events
+into broker messages, so more processes make smaller messages, and the worker gathers the
+messages again (tasks/events.py) so that this costs it little. bench/ingest.py, 32 clients, same
+code, same hour: one process 1,839 events/s, two 2,533/s, both with a flat backlog. Bigger
+machines raise `WEB_CONCURRENCY`.
 
-A process is replaced after `max_requests` (leak insurance); with one process the replacement
-is a pause of a second or two, so it comes after a few minutes of full load, not every 10 s.
+A process is replaced after `max_requests` (leak insurance): the other one serves meanwhile.
 """
 
 import os
@@ -24,7 +23,7 @@ from app.config import stream_slots
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "32")) + stream_slots(os.environ)
 timeout = 30
 graceful_timeout = 25  # inside a PaaS's 30 s SIGTERM budget
