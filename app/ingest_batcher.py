@@ -10,6 +10,11 @@ of a couple of events into messages of dozens, which is what the worker's per-me
 needs, and once the requests stop coming (all of them are in the batch, waiting) it publishes
 at once instead of sitting out the rest of the linger. A request is answered only after its
 message is in the broker.
+
+Lingering only pays while more events are on their way, so requests that will most likely submit
+(single events, from the WSGI fast path) say so with `expecting()`: once every such request is
+waiting in the batch, the publisher sends it without waiting for the quiet gap. That is
+PostgreSQL's commit_delay with commit_siblings, for the broker.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from app.errors import ServiceUnavailable
@@ -60,6 +67,19 @@ class IngestBatcher:
         self._queue: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._owner_pid: int | None = None
+        self._expected = 0  # requests inside `expecting()`: on their way to `submit`, or in it
+        self._counting = threading.Lock()
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Around a request that will probably `submit`: the publisher lingers for it."""
+        with self._counting:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._counting:
+                self._expected -= 1
 
     def submit(self, events: list[dict[str, Any]]) -> None:
         """Block until `events` are in the broker; raise ServiceUnavailable if they are not."""
@@ -88,16 +108,28 @@ class IngestBatcher:
         count = len(batch[0].events)
         deadline = time.monotonic() + self._linger_s
         while count < self._max_batch:
-            wait = min(deadline - time.monotonic(), self._quiet_s)
-            if wait <= 0:
-                break
-            try:
-                ticket = self._queue.get(timeout=wait)
-            except queue.Empty:  # nothing more for a while: waiting longer only adds latency
+            ticket = self._next_ticket(waited=len(batch), deadline=deadline)
+            if ticket is None:
                 break
             batch.append(ticket)
             count += len(ticket.events)
         return batch
+
+    def _next_ticket(self, *, waited: int, deadline: float) -> _Ticket | None:
+        """The next request for this batch: one already queued, or one worth waiting for."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if waited >= self._expected:  # nobody else is on the way: waiting would only delay
+            return None
+        wait = min(deadline - time.monotonic(), self._quiet_s)
+        if wait <= 0:
+            return None
+        try:
+            return self._queue.get(timeout=wait)
+        except queue.Empty:  # nothing more for a while: waiting longer only adds latency
+            return None
 
     def _run(self) -> None:
         while True:

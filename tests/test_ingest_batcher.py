@@ -76,3 +76,33 @@ def test_a_publish_that_hangs_is_a_503_after_the_timeout() -> None:
     assert refused.value.message == "The event queue is not answering; retry shortly."
     assert refused.value.headers == {"Retry-After": "1"}
     assert time.monotonic() - started < 0.9
+
+
+def test_once_every_expected_request_is_in_the_batch_it_goes_without_lingering() -> None:
+    broker = _Broker()
+    batcher = IngestBatcher(broker.publish, linger_s=5.0, quiet_s=5.0)
+    all_in = threading.Barrier(4)
+
+    def send(n: int) -> None:
+        with batcher.expecting():
+            all_in.wait()  # all four are on their way before any of them submits
+            batcher.submit([{"n": n}])
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(send, range(4)))
+
+    assert time.monotonic() - started < 2.5  # not the 5 s quiet gap
+    assert sorted(broker.published()) == [0, 1, 2, 3]
+    assert len(broker.messages) <= 2  # they waited for each other (the first may go alone)
+
+
+def test_a_request_nobody_follows_is_published_at_once() -> None:
+    broker = _Broker()
+    batcher = IngestBatcher(broker.publish, linger_s=5.0, quiet_s=5.0)
+    started = time.monotonic()
+
+    batcher.submit([{"n": 1}])
+
+    assert time.monotonic() - started < 2.5
+    assert broker.published() == [1]

@@ -64,13 +64,15 @@ class EventFastPath:
                 or "HTTP_IDEMPOTENCY_KEY" in environ):
             return self.fallback(environ, start_response)
         started = time.perf_counter()
-        message = self._accept(environ)
-        if message is None:
-            return self.fallback(environ, start_response)
-        try:
-            self._app.extensions["ingest_batcher"].submit([message])
-        except ServiceUnavailable as refusal:
-            return self._refuse(environ, start_response, refusal)
+        batcher = self._app.extensions["ingest_batcher"]
+        with batcher.expecting():
+            message = self._accept(environ)
+            if message is None:
+                return self.fallback(environ, start_response)
+            try:
+                batcher.submit([message])
+            except ServiceUnavailable as refusal:
+                return self._refuse(environ, start_response, refusal)
         body = (self._app.json.dumps(ingest.accepted_view(message), separators=(",", ":"))
                 + "\n").encode()
         try:
