@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 
 from celery import shared_task
 from celery_batches import SimpleRequest
@@ -26,9 +27,12 @@ REQUEUE_ROUNDS = 50
 # storing a message costs, so the worker stores the messages it has gathered together: after
 # every INGEST_FLUSH_EVERY messages, and whatever waits every INGEST_FLUSH_INTERVAL_S (the most a
 # quiet moment adds to an event's time to listable). The worker's prefetch (see
-# app.config.celery_config) lets two such batches be in flight, one per pool process.
+# app.config.celery_config) lets two such batches be in flight, one per pool process. A
+# transaction takes messages up to INGEST_MAX_EVENTS (a full batch-endpoint message alone), which
+# bounds the pool process's memory and the time a tenant's feed stays locked.
 INGEST_FLUSH_EVERY = 8
 INGEST_FLUSH_INTERVAL_S = 0.02
+INGEST_MAX_EVENTS = 500
 
 
 def publish_ingest(ledger: Ledger, messages: Messages, task_id: str | None = None) -> None:
@@ -53,19 +57,36 @@ def _ledger() -> Ledger:
 @shared_task(name="events.ingest", queue=Queue.INGEST, acks_late=True, base=FlaskBatches,
              flush_every=INGEST_FLUSH_EVERY, flush_interval=INGEST_FLUSH_INTERVAL_S)
 def ingest_events(requests: list[SimpleRequest]) -> int:
-    """Store the events of the ingest messages the worker gathered, in one transaction.
+    """Store the events of the ingest messages the worker gathered, a few transactions at most.
 
     celery-batches hands over what the worker received since the last call (up to
     `INGEST_FLUSH_EVERY` messages, or what came within `INGEST_FLUSH_INTERVAL_S`) and acks the
     messages once this returns; a worker that dies first leaves them unacked, to be delivered
     again. A redelivered message stores nothing twice.
     """
-    stored = store_messages([request.args[0] for request in requests])
-    try:  # after the commit: a crash before it only stores them again, harmlessly
-        _ledger().strike(request.id for request in requests)
-    except Exception:  # the events are stored; the sweep will find them stored, harmlessly
-        log.warning("ingest_ledger_strike_failed", exc_info=True)
+    stored = 0
+    for group in _up_to_events(requests, INGEST_MAX_EVENTS):
+        stored += store_messages([request.args[0] for request in group])
+        try:  # after the commit: a crash before it only stores them again, harmlessly
+            _ledger().strike(request.id for request in group)
+        except Exception:  # the events are stored; the sweep will find them stored, harmlessly
+            log.warning("ingest_ledger_strike_failed", exc_info=True)
     return stored
+
+
+def _up_to_events(requests: list[SimpleRequest], limit: int) -> Iterator[list[SimpleRequest]]:
+    """Consecutive groups of requests with at most `limit` events, or a single larger one."""
+    group: list[SimpleRequest] = []
+    events = 0
+    for request in requests:
+        size = len(request.args[0])
+        if group and events + size > limit:
+            yield group
+            group, events = [], 0
+        group.append(request)
+        events += size
+    if group:
+        yield group
 
 
 def store_messages(batches: list[Messages]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from celery_batches import SimpleRequest
 from flask import Flask
 from sqlalchemy import delete
@@ -17,6 +18,7 @@ from app.models import Event
 from app.models import Tenant as TenantRow
 from app.timeutil import isoformat
 from app.timeutil import utcnow
+from tasks import events as events_task
 from tasks.events import ingest_events
 
 
@@ -77,3 +79,24 @@ def test_a_deleted_tenant_does_not_sink_the_other_events_gathered(make_tenant: A
     assert ingest_events(_gathered([_message(doomed.id, "new@acme.test")], [survivor])) == 1
 
     assert survivor["id"] in _stored_ids()
+
+
+def test_a_transaction_takes_at_most_500_events_unless_one_message_is_larger(
+        make_tenant: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant = make_tenant()
+    sizes = [300, 150, 50, 400, 600, 1]  # events per gathered message
+    messages = [[_message(tenant.id, f"m{n}u{i}@acme.test") for i in range(size)]
+                for n, size in enumerate(sizes)]
+    transactions: list[int] = []
+    store = events_task.store_messages
+
+    def store_and_count(batches: list[list[dict[str, Any]]]) -> int:
+        transactions.append(sum(len(batch) for batch in batches))
+        return store(batches)
+
+    monkeypatch.setattr(events_task, "store_messages", store_and_count)
+
+    assert ingest_events(_gathered(*messages)) == sum(sizes)
+
+    assert transactions == [500, 400, 600, 1]
+    assert len(_stored_ids()) == sum(sizes)
