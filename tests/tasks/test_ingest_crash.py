@@ -73,3 +73,26 @@ def test_sigkilled_worker_loses_no_accepted_event(tenant: Tenant, stack_env: dic
         stored_ids = set(session.scalars(select(Event.id)))
     assert stored_before_kill > 0
     assert stored_ids == accepted
+
+
+def test_a_worker_stopped_by_a_deploy_hands_back_what_it_gathered(
+        tenant: Tenant, stack_env: dict[str, str], tmp_path: Path) -> None:
+    # SIGTERM (a deploy) while the worker holds ingest messages it has gathered but not stored:
+    # they are unacknowledged, so the broker gives them to the next worker — no ledger sweep here.
+    accepted = _accept_events(tenant)
+    first = WorkerProcess(stack_env, tmp_path / "first.log", concurrency=1)
+    first.start()
+    wait_for(_stored_count, interval=0.01, message="the first batch")
+    first.stop()
+    stored_at_stop = _stored_count()
+    assert stored_at_stop < len(accepted), "the worker finished before it could be stopped"
+
+    second = WorkerProcess(stack_env, tmp_path / "second.log", concurrency=1)
+    second.start()
+    try:
+        wait_for(lambda: _stored_count() >= len(accepted), timeout=90, interval=0.5,
+                 message=f"{len(accepted)} events (had {stored_at_stop} at the stop)")
+    finally:
+        second.stop()
+    with db.transaction() as session:
+        assert set(session.scalars(select(Event.id))) == accepted
