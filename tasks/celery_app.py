@@ -32,6 +32,9 @@ class FlaskCelery(Celery):  # type: ignore[misc]
 
 
 class _InAppContext:
+    """Runs a task's body inside the Flask app's context (Flask's documented Celery pattern), so
+    services and extensions work in tasks as they do in views."""
+
     app: FlaskCelery
     run: Any
 
