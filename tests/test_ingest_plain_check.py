@@ -20,7 +20,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
+from app.schemas.events import TrackBatchSchema
 from app.schemas.events import TrackEventSchema
+from app.schemas.events import plain_batch_events
 from app.schemas.events import plain_track_event
 
 _SCHEMA = TrackEventSchema()
@@ -135,3 +137,32 @@ def test_it_answers_for_the_common_valid_body(body: dict[str, Any]) -> None:
 
     assert plain is not None
     assert _exactly(plain) == _exactly(_schema_load(body))
+
+
+_BATCH_ITEMS = st.one_of(st.none(), st.integers(), st.text(max_size=3),
+                         st.just({"email": "a@acme.test", "event": "ok"}), st.just([]))
+_BATCH_BODIES = st.one_of(
+    st.fixed_dictionaries({"events": st.lists(_BATCH_ITEMS, max_size=6)}),
+    st.fixed_dictionaries({"events": st.lists(_BATCH_ITEMS, max_size=3)},
+                          optional={"extra": st.integers(), "Events": st.none()}),
+    st.fixed_dictionaries({"events": st.one_of(st.none(), st.text(), st.integers(),
+                                               st.dictionaries(st.text(), st.integers()))}),
+    st.builds(lambda n: {"events": [{"event": "ok"}] * n}, st.sampled_from([499, 500, 501])),
+    st.just({}), st.none(), st.lists(st.integers()))
+
+
+@settings(max_examples=500)
+@given(_BATCH_BODIES)
+def test_the_batch_check_answers_only_what_the_schema_loads(body: Any) -> None:
+    plain = plain_batch_events(body)
+    if plain is None:
+        return
+    assert plain == TrackBatchSchema().load(body)["events"]
+    assert [type(item) for item in plain] == [type(item) for item in body["events"]]
+
+
+def test_the_batch_check_takes_the_common_batch() -> None:
+    items = [{"email": "a@acme.test", "event": "ok"}] * 500
+    assert plain_batch_events({"events": items}) == items
+    assert plain_batch_events({"events": [*items, items[0]]}) is None  # 501: the schema says so
+    assert plain_batch_events({"events": [items[0], None]}) is None

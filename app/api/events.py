@@ -25,10 +25,12 @@ from app.schemas.events import EventListQuery
 from app.schemas.events import EventPageSchema
 from app.schemas.events import TrackBatchSchema
 from app.schemas.events import TrackEventSchema
+from app.schemas.events import plain_batch_events
 from app.schemas.events import plain_track_event
 from app.services import contacts
 from app.services import events
 from app.services import ingest
+from app.timeutil import utcnow
 
 _track = TrackEventSchema()
 _batch = TrackBatchSchema()
@@ -88,13 +90,14 @@ def _accept_items(items: list[Any]) -> list[tuple[dict[str, Any] | None, dict[st
     known = ingest.contact_emails(db.session, tenant_id=g.tenant_id, contact_ids=[
         data["contactId"] for data in loaded if isinstance(data, dict) and data.get("contactId")])
     outcomes: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
+    now = utcnow()  # the batch is accepted at one moment
     for data in loaded:
         if isinstance(data, ValidationError):
             outcomes.append((None, _item_error(data)))
             continue
         try:
             message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=data,
-                                          known_contacts=known)
+                                          known_contacts=known, now=now)
         except APIError as error:
             outcomes.append((None, _item_error(error)))
         else:
@@ -112,7 +115,7 @@ document("/events/batch", "post", "Track up to 500 events", tag="events", status
 def track_batch() -> Any:
     """Accept each valid item of a batch; one result per item, in order."""
     body = read_json_object(request, max_bytes=_settings().max_batch_body_bytes)
-    outcomes = _accept_items(_batch.load(body)["events"])
+    outcomes = _accept_items(plain_batch_events(body) or _batch.load(body)["events"])
     db.session.rollback()  # read-only: end the transaction before waiting on the broker
     messages = [message for message, _ in outcomes if message is not None]
     if messages:

@@ -166,6 +166,17 @@ def _plain_timestamp(value: Any) -> datetime | None:
     return None if parsed > utcnow() + MAX_FUTURE_SKEW else parsed
 
 
+def plain_batch_events(body: Any) -> list[Any] | None:
+    """What `TrackBatchSchema().load(body)["events"]` returns, for the common valid body (only
+    `events`, a list of 1-500 items, none of them null); None for anything else."""
+    if type(body) is not dict or len(body) != 1:
+        return None
+    items = body.get("events")
+    if type(items) is not list or not 1 <= len(items) <= MAX_BATCH_EVENTS or None in items:
+        return None
+    return items
+
+
 def plain_track_event(body: Any) -> dict[str, Any] | None:
     """What `TrackEventSchema().load(body)` returns, for a valid body that names its contact by
     `email`; None for anything else (invalid, or by `contactId`, which needs a lookup)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -43,13 +44,15 @@ def contact_emails(db: Session, *, tenant_id: str, contact_ids: Iterable[str]) -
 
 
 def accept_event(db: Session, *, tenant_id: str, data: dict[str, Any],
-                 known_contacts: Mapping[str, str] | None = None) -> EventMessage:
+                 known_contacts: Mapping[str, str] | None = None,
+                 now: datetime | None = None) -> EventMessage:
     """Resolve who the event is about and stamp it; return the message the worker will store.
 
     `contactId` wins over `email`; it is looked up in `known_contacts` (from `contact_emails`)
-    when given, so a batch resolves all its contacts with one query.
+    when given, so a batch resolves all its contacts with one query. `now` (from `utcnow`) is
+    the acceptance time; a batch passes one for all its events.
     """
-    created_at = utcnow()
+    created_at = now or utcnow()
     contact_id = data.get("contactId")
     email = data.get("email")
     if contact_id:
