@@ -52,6 +52,6 @@ def create_app(settings: Settings | None = None) -> Flask:
                                           max_streams=settings.max_streams)
     app.extensions["ingest_batcher"] = IngestBatcher(
         publish, max_batch=settings.ingest_max_batch, linger_s=settings.ingest_linger_ms / 1000,
-        timeout_s=settings.ingest_publish_timeout_s)
+        timeout_s=settings.ingest_publish_timeout_s, linger_only_for_expected=True)
     app.wsgi_app = EventFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -13,8 +13,8 @@ message is in the broker.
 
 Lingering only pays while more events are on their way, so requests that will most likely submit
 (single events, from the WSGI fast path) say so with `expecting()`: once every such request is
-waiting in the batch, the publisher sends it without waiting for the quiet gap. That is
-PostgreSQL's commit_delay with commit_siblings, for the broker.
+waiting in the batch, a batcher made with `linger_only_for_expected` sends it without waiting for
+the quiet gap. That is PostgreSQL's commit_delay with commit_siblings, for the broker.
 """
 
 from __future__ import annotations
@@ -58,8 +58,12 @@ class IngestBatcher:
     """Collects events from request threads and publishes them in as few messages as possible."""
 
     def __init__(self, publish: Publish, *, max_batch: int = 500, linger_s: float = 0.0,
-                 timeout_s: float = 10.0, quiet_s: float = QUIET_S) -> None:
+                 timeout_s: float = 10.0, quiet_s: float = QUIET_S,
+                 linger_only_for_expected: bool = False) -> None:
         self._publish = publish
+        # With it, the publisher lingers only while requests inside `expecting()` are yet to
+        # submit; without it (callers that do not announce themselves), until a quiet gap.
+        self._linger_only_for_expected = linger_only_for_expected
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._quiet_s = quiet_s
@@ -121,8 +125,8 @@ class IngestBatcher:
             return self._queue.get_nowait()
         except queue.Empty:
             pass
-        if waited >= self._expected:  # nobody else is on the way: waiting would only delay
-            return None
+        if self._linger_only_for_expected and waited >= self._expected:
+            return None  # nobody else is on the way: waiting would only delay
         wait = min(deadline - time.monotonic(), self._quiet_s)
         if wait <= 0:
             return None

@@ -80,7 +80,8 @@ def test_a_publish_that_hangs_is_a_503_after_the_timeout() -> None:
 
 def test_once_every_expected_request_is_in_the_batch_it_goes_without_lingering() -> None:
     broker = _Broker()
-    batcher = IngestBatcher(broker.publish, linger_s=5.0, quiet_s=5.0)
+    batcher = IngestBatcher(broker.publish, linger_s=5.0, quiet_s=5.0,
+                            linger_only_for_expected=True)
     all_in = threading.Barrier(4)
 
     def send(n: int) -> None:
@@ -99,10 +100,23 @@ def test_once_every_expected_request_is_in_the_batch_it_goes_without_lingering()
 
 def test_a_request_nobody_follows_is_published_at_once() -> None:
     broker = _Broker()
-    batcher = IngestBatcher(broker.publish, linger_s=5.0, quiet_s=5.0)
+    batcher = IngestBatcher(broker.publish, linger_s=5.0, quiet_s=5.0,
+                            linger_only_for_expected=True)
     started = time.monotonic()
 
     batcher.submit([{"n": 1}])
 
     assert time.monotonic() - started < 2.5
+    assert broker.published() == [1]
+
+
+def test_without_announced_requests_it_lingers_until_a_quiet_gap() -> None:
+    # The send batcher's way: its requests do not announce themselves.
+    broker = _Broker()
+    batcher = IngestBatcher(broker.publish, linger_s=1.0, quiet_s=0.3)
+    started = time.monotonic()
+
+    batcher.submit([{"n": 1}])
+
+    assert time.monotonic() - started >= 0.3
     assert broker.published() == [1]
