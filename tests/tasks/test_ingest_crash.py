@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,34 @@ def _accept_events(tenant: Tenant) -> set[str]:
     return accepted
 
 
+def _stored_ids() -> set[str]:
+    with db.transaction() as session:
+        return set(session.scalars(select(Event.id)))
+
+
+def _interrupt_first_worker(stack_env: dict[str, str], tmp_path: Path, accepted: int,
+                            interrupt: Callable[[WorkerProcess], None]) -> tuple[int, int]:
+    """Start a worker on the backlog and `interrupt` it once it has stored something; the
+    events stored (before, right after) the interruption."""
+    first = WorkerProcess(stack_env, tmp_path / "first.log", concurrency=1)
+    first.start()
+    stored_before = wait_for(_stored_count, interval=0.01, message="the first batch")
+    interrupt(first)
+    stored_after = _stored_count()
+    assert stored_after < accepted, "the worker finished before it could be interrupted"
+    return stored_before, stored_after
+
+
+def _second_worker_until(stack_env: dict[str, str], tmp_path: Path, done: Callable[[], bool],
+                         *, timeout: float, interval: float, message: str) -> None:
+    second = WorkerProcess(stack_env, tmp_path / "second.log", concurrency=1)
+    second.start()
+    try:
+        wait_for(done, timeout=timeout, interval=interval, message=message)
+    finally:
+        second.stop()
+
+
 def test_sigkilled_worker_loses_no_accepted_event(tenant: Tenant, stack_env: dict[str, str],
                                                   tmp_path: Path, app: Flask,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,27 +81,16 @@ def test_sigkilled_worker_loses_no_accepted_event(tenant: Tenant, stack_env: dic
         return _stored_count() >= len(accepted)
 
     accepted = _accept_events(tenant)
-    first = WorkerProcess(stack_env, tmp_path / "first.log", concurrency=1)
-    first.start()
-    stored_before_kill = wait_for(_stored_count, interval=0.01, message="the first batch")
-    first.kill()
-    stored_at_kill = _stored_count()
-    assert stored_at_kill < len(accepted), "the worker finished before it could be killed"
-
-    second = WorkerProcess(stack_env, tmp_path / "second.log", concurrency=1)
-    second.start()
-    try:
-        # Redelivery waits for the visibility timeout (5 s here) and kombu's restore scan, which
-        # a lock held by the killed worker can hold back for up to a minute; lost messages for
-        # the ledger's sweeper.
-        wait_for(all_stored_while_sweeping, timeout=150, interval=1.0,
-                 message=f"{len(accepted)} events (had {stored_at_kill} at the kill)")
-    finally:
-        second.stop()
-    with db.transaction() as session:
-        stored_ids = set(session.scalars(select(Event.id)))
+    stored_before_kill, stored_at_kill = _interrupt_first_worker(
+        stack_env, tmp_path, len(accepted), WorkerProcess.kill)
+    # Redelivery waits for the visibility timeout (5 s here) and kombu's restore scan, which a
+    # lock held by the killed worker can hold back for up to a minute; lost messages for the
+    # ledger's sweeper.
+    _second_worker_until(stack_env, tmp_path, all_stored_while_sweeping, timeout=150,
+                         interval=1.0,
+                         message=f"{len(accepted)} events (had {stored_at_kill} at the kill)")
     assert stored_before_kill > 0
-    assert stored_ids == accepted
+    assert _stored_ids() == accepted
 
 
 def test_a_worker_stopped_by_a_deploy_hands_back_what_it_gathered(
@@ -80,19 +98,9 @@ def test_a_worker_stopped_by_a_deploy_hands_back_what_it_gathered(
     # SIGTERM (a deploy) while the worker holds ingest messages it has gathered but not stored:
     # they are unacknowledged, so the broker gives them to the next worker — no ledger sweep here.
     accepted = _accept_events(tenant)
-    first = WorkerProcess(stack_env, tmp_path / "first.log", concurrency=1)
-    first.start()
-    wait_for(_stored_count, interval=0.01, message="the first batch")
-    first.stop()
-    stored_at_stop = _stored_count()
-    assert stored_at_stop < len(accepted), "the worker finished before it could be stopped"
-
-    second = WorkerProcess(stack_env, tmp_path / "second.log", concurrency=1)
-    second.start()
-    try:
-        wait_for(lambda: _stored_count() >= len(accepted), timeout=90, interval=0.5,
-                 message=f"{len(accepted)} events (had {stored_at_stop} at the stop)")
-    finally:
-        second.stop()
-    with db.transaction() as session:
-        assert set(session.scalars(select(Event.id))) == accepted
+    _, stored_at_stop = _interrupt_first_worker(stack_env, tmp_path, len(accepted),
+                                                WorkerProcess.stop)
+    _second_worker_until(stack_env, tmp_path, lambda: _stored_count() >= len(accepted),
+                         timeout=90, interval=0.5,
+                         message=f"{len(accepted)} events (had {stored_at_stop} at the stop)")
+    assert _stored_ids() == accepted
