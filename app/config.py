@@ -247,7 +247,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "broker_connection_retry_on_startup": True,
         "task_ignore_result": True,
         "task_serializer": "json",
-        "accept_content": ["json"],
+        "accept_content": ["json", "orjson"],  # orjson: ingest messages (tasks/serialization.py)
         "task_default_queue": "default",
         "task_queues": [KombuQueue(name)  # type: ignore[no-untyped-call]
                         for name in ("ingest", "email", "default", "maintenance")],

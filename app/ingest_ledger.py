@@ -23,6 +23,8 @@ from typing import Protocol
 
 import redis
 
+from app import json_codec
+
 Messages = list[dict[str, Any]]
 
 
@@ -71,7 +73,7 @@ class RedisLedger:
     def record(self, task_id: str, messages: Messages) -> None:
         """Note a message about to be published (one round trip, atomic)."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self.PAYLOADS, task_id, json.dumps(messages, separators=(",", ":")))
+        pipe.hset(self.PAYLOADS, task_id, json_codec.dumps(messages))
         pipe.zadd(self.SINCE, {task_id: time.time()})
         pipe.execute()
 

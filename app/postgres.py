@@ -11,13 +11,13 @@ SQLite keeps the portable SQLAlchemy forms; `app.db.is_postgres` chooses.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 import psycopg2
 from sqlalchemy import Table
 from sqlalchemy import TextClause
@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app import json_codec
 from app.timeutil import as_utc
 
 _DIALECT = postgresql.psycopg2.dialect()  # type: ignore[no-untyped-call]
@@ -84,14 +85,15 @@ def insert_ignoring_conflicts(db: Session, table: Table, rows: Sequence[Mapping[
                               conflict_columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """INSERT ... ON CONFLICT DO NOTHING of many rows in one statement; the new rows' keys.
 
-    The rows travel as one JSON array that PostgreSQL unpacks (`jsonb_to_recordset`): one
-    `json.dumps` in C instead of adapting every value in Python. Every row must have the same
-    keys, as with Core's multi-row insert.
+    The rows travel as one JSON array that PostgreSQL unpacks (`jsonb_to_recordset`): written
+    in C at once (`app.json_codec`, datetimes included) instead of adapting every value in
+    Python. Every row must have the same keys, as with Core's multi-row insert.
     """
     keys = rows[0].keys()
     sql = _insert_sql(table, tuple(keys), tuple(conflict_columns))
     # By name, not count: PostgreSQL would read a key a row lacks as NULL, silently.
     if any(row.keys() != keys for row in rows):
         raise ValueError(f"bulk insert into {table.name}: every row needs the same columns")
-    payload = json.dumps(rows, default=_json_value, separators=(",", ":"))
-    return fetch_all(db, sql, (payload,))
+    # Naive datetimes are UTC here, as `_json_value` (the fallback's) treats them.
+    payload = json_codec.dumps(rows, default=_json_value, option=orjson.OPT_NAIVE_UTC)
+    return fetch_all(db, sql, (payload.decode(),))

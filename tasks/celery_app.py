@@ -12,6 +12,7 @@ from flask import Flask
 
 from tasks import embedded_broker
 from tasks import redis_transport
+from tasks import serialization
 
 
 class Queue(StrEnum):
@@ -55,6 +56,7 @@ def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app from `app.config["CELERY"]`; tasks run inside an app context."""
     embedded_broker.register()
     redis_transport.register()
+    serialization.register()
     celery = FlaskCelery(app, task_cls=FlaskTask)
     celery.config_from_object(app.config["CELERY"])
     celery.set_default()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from celery import shared_task
 from celery_batches import SimpleRequest
 from flask import current_app
+from kombu.exceptions import EncodeError
 from sqlalchemy.exc import IntegrityError
 
 from app import db
@@ -16,6 +17,7 @@ from app.ingest_ledger import Ledger
 from app.ingest_ledger import Messages
 from app.observability import queue_depths
 from app.services import ingest
+from tasks import serialization
 from tasks.celery_app import FlaskBatches
 from tasks.celery_app import Queue
 
@@ -40,13 +42,21 @@ def publish_ingest(ledger: Ledger, messages: Messages, task_id: str | None = Non
     task_id = task_id or str(uuid.uuid4())
     ledger.record(task_id, messages)
     try:
-        # A fixed argsrepr: Celery would otherwise build a safe repr of every event for the
-        # message headers (the largest publishing cost), and put e-mail addresses in Flower.
-        ingest_events.apply_async(args=(messages,), task_id=task_id, kwargsrepr="{}",
-                                  argsrepr=f"[{len(messages)} events]")
+        _send_ingest(messages, task_id)
     except BaseException:
         ledger.strike([task_id])  # the request gets a 503 and the client retries
         raise
+
+
+def _send_ingest(messages: Messages, task_id: str) -> None:
+    # A fixed argsrepr: Celery would otherwise build a safe repr of every event for the
+    # message headers (the largest publishing cost), and put e-mail addresses in Flower.
+    options = {"args": (messages,), "task_id": task_id, "kwargsrepr": "{}",
+               "argsrepr": f"[{len(messages)} events]"}
+    try:
+        ingest_events.apply_async(**options)
+    except EncodeError:  # an integer beyond 64 bits, which orjson (the task's) cannot carry
+        ingest_events.apply_async(**options, serializer="json")
 
 
 def _ledger() -> Ledger:
@@ -55,6 +65,7 @@ def _ledger() -> Ledger:
 
 
 @shared_task(name="events.ingest", queue=Queue.INGEST, acks_late=True, base=FlaskBatches,
+             serializer=serialization.NAME,
              flush_every=INGEST_FLUSH_EVERY, flush_interval=INGEST_FLUSH_INTERVAL_S)
 def ingest_events(requests: list[SimpleRequest]) -> int:
     """Store the events of the ingest messages the worker gathered, a few transactions at most.

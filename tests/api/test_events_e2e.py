@@ -59,3 +59,30 @@ def test_the_worker_logs_no_routine_line_per_event_batch(tenant: Tenant,
 
     assert "ready." in worker.log()  # the log is the worker's, and it logs at INFO
     assert "events.ingest[" not in worker.log()
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_property_values_come_back_exactly_as_sent(tenant: Tenant, batch: bool) -> None:
+    # Integers beyond 64 bits are valid JSON that the fast JSON library refuses to write (and
+    # would read as floats): such a message must travel another way, unchanged.
+    huge = {"big": 2**70, "negative": -(2**70), "u64": 2**64 - 1, "i64": -(2**63),
+            "text": "Ünïcode ✓ 日本", "ratio": 0.1 + 0.2}
+    plain = {"small": 7, "text": "Ünïcode ✓ 日本", "ratio": 1e-7}
+    bodies = [{"email": f"exact{i}@acme.test", "event": "exact", "properties": properties}
+              for i, properties in enumerate((huge, plain))]
+    if batch:
+        answer = tenant.post("/api/events/batch", json={"events": bodies}).get_json()
+        ids = [result["id"] for result in answer["results"]]
+    else:
+        ids = [tenant.post("/api/events", json=body).get_json()["id"] for body in bodies]
+
+    for event_id, body in zip(ids, bodies, strict=True):
+        stored = wait_for(lambda event_id=event_id: _stored(tenant, event_id), message="event")
+        assert stored["properties"] == body["properties"]
+        assert {key: type(value) for key, value in stored["properties"].items()} == {
+            key: type(value) for key, value in body["properties"].items()}
+
+
+def _stored(tenant: Tenant, event_id: str) -> dict[str, Any] | None:
+    response = tenant.get(f"/api/events/{event_id}")
+    return response.get_json() if response.status_code == 200 else None
