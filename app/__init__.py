@@ -21,15 +21,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.errors import register_error_handlers
     from app.ingest_batcher import IngestBatcher
     from app.ingest_ledger import ledger_for
+    from app.json_codec import JSONProvider
     from app.live_feed import FeedHub
     from tasks.celery_app import celery_init_app
     from tasks.events import publish_ingest
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
+    app.json = JSONProvider(app)
     app.config.update(SETTINGS=settings, CELERY=celery_config(settings),
                       MAX_CONTENT_LENGTH=settings.max_batch_body_bytes)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     observability.init_app(app)  # JSON logs first, so every later line is JSON too
 
     db.init_engine(settings.database_url)

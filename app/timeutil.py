@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 from datetime import datetime
+from typing import overload
 
 
 def utcnow() -> datetime:
@@ -21,6 +22,14 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+@overload
+def isoformat(value: datetime) -> str: ...
+
+
+@overload
+def isoformat(value: None) -> None: ...
 
 
 def isoformat(value: datetime | None) -> str | None:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -52,7 +53,7 @@ def accept_event(db: Session, *, tenant_id: str, data: dict[str, Any],
     when given, so a batch resolves all its contacts with one query. `now` (from `utcnow`) is
     the acceptance time; a batch passes one for all its events.
     """
-    created_at = now or utcnow()
+    created, created_ms = _stamp(now or utcnow())
     contact_id = data.get("contactId")
     email = data.get("email")
     if contact_id:
@@ -61,9 +62,8 @@ def accept_event(db: Session, *, tenant_id: str, data: dict[str, Any],
         email = known_contacts.get(contact_id)
         if email is None:
             raise NotFound(f"Contact {contact_id} not found.")
-    created = isoformat(created_at)
     return {
-        "id": new_id("evt", ms=int(created_at.timestamp() * 1000)),
+        "id": new_id("evt", ms=created_ms),
         "tenantId": tenant_id,
         "email": email,
         "contactId": contact_id,
@@ -72,6 +72,15 @@ def accept_event(db: Session, *, tenant_id: str, data: dict[str, Any],
         "timestamp": isoformat(data["timestamp"]) if data.get("timestamp") else created,
         "createdAt": created,
     }
+
+
+@lru_cache(maxsize=1)
+def _stamp(moment: datetime) -> tuple[str, int]:
+    """The acceptance time as messages carry it, and as ids' time part (ms since the epoch).
+
+    A batch's events share one moment: worked out once, not for each of up to 500 events.
+    """
+    return isoformat(moment), int(moment.timestamp() * 1000)
 
 
 def accepted_view(message: EventMessage) -> dict[str, Any]:
