@@ -75,9 +75,10 @@ def _insert_sql(table: Table, columns: tuple[str, ...], conflict_columns: tuple[
     keys = ", ".join(f'"{name}"' for name in conflict_columns)
     # A function scan yields the array's elements in order, so rows go in in the caller's
     # order and concurrent inserts of overlapping keys lock them in the same order (the callers
-    # sort their rows for that).
+    # sort their rows for that). `json`, not `jsonb`: the array is read once, without building
+    # a binary copy of all of it first (about a tenth of the insert's time, measured).
     return (f"INSERT INTO {table.name} ({quoted}) SELECT {quoted} "
-            f"FROM jsonb_to_recordset(%s::jsonb) AS r({record}) "
+            f"FROM json_to_recordset(%s::json) AS r({record}) "
             f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}")
 
 
@@ -85,7 +86,7 @@ def insert_ignoring_conflicts(db: Session, table: Table, rows: Sequence[Mapping[
                               conflict_columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """INSERT ... ON CONFLICT DO NOTHING of many rows in one statement; the new rows' keys.
 
-    The rows travel as one JSON array that PostgreSQL unpacks (`jsonb_to_recordset`): written
+    The rows travel as one JSON array that PostgreSQL unpacks (`json_to_recordset`): written
     in C at once (`app.json_codec`, datetimes included) instead of adapting every value in
     Python. Every row must have the same keys, as with Core's multi-row insert.
     """

@@ -596,6 +596,7 @@ class Config:
     keep_database: bool
     skip_floor: bool
     profile: Path | None
+    profile_phase: str
 
 
 def recreate_database(admin_dsn: str, name: str, *, drop_only: bool = False) -> str:
@@ -745,15 +746,19 @@ def run_kraiter(config: Config, processes: Processes, env: dict[str, str], dsn: 
     run_phase("warm-up", requests=[build_request(path, port, api_key, b) for b in warmup],
               events=len(warmup), ids_of=single_ids, quiet=True, **common)
     profiler = _Profiler(config.profile)
-    profiler.start({"web": processes.children["web"].pid,
-                    "worker": processes.children["worker"].pid})
+    targets = {"web": processes.children["web"].pid, "worker": processes.children["worker"].pid}
+    if config.profile_phase == "single":
+        profiler.start(targets)
     single = run_phase("Kraiter single", requests=[build_request(path, port, api_key, b)
                                                    for b in singles],
                        events=len(singles), ids_of=single_ids, **common)
     profiler.stop()
+    if config.profile_phase == "batch":
+        profiler.start(targets)
     batch = run_phase("Kraiter batch", requests=[build_request(path + "/batch", port, api_key, b)
                                                  for b in batches],
                       events=config.batch_events, ids_of=batch_ids, **common)
+    profiler.stop()
     rng = random.Random(7)
     for phase in (single, batch):
         seen = phase.poller.seen_ids
@@ -921,7 +926,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "KRAITER_BENCH_REDIS", "redis://127.0.0.1:6379/7"), help="its db is flushed")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--skip-floor", action="store_true")
-    parser.add_argument("--profile", type=Path, help="py-spy the single phase into this folder")
+    parser.add_argument("--profile", type=Path, help="py-spy a phase into this folder")
+    parser.add_argument("--profile-phase", choices=["single", "batch"], default="single",
+                        help="the phase --profile records (default single)")
     parser.add_argument("--role", choices=["floor-consumer"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -942,7 +949,7 @@ def main(argv: list[str] | None = None) -> None:
                    emails=args.emails, drain_timeout=args.drain_timeout, pg_admin=args.pg_admin,
                    database=args.database, redis_url=args.redis_url,
                    keep_database=args.keep_database, skip_floor=args.skip_floor,
-                   profile=args.profile))
+                   profile=args.profile, profile_phase=args.profile_phase))
     except KeyboardInterrupt:
         sys.exit(130)  # the children are stopped already; no traceback for a Ctrl-C
 
