@@ -14,6 +14,9 @@ from datetime import datetime
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from email_validator import EmailNotValidError
+from email_validator import validate_email
 from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
@@ -24,6 +27,7 @@ from app.schemas.events import TrackBatchSchema
 from app.schemas.events import TrackEventSchema
 from app.schemas.events import plain_batch_events
 from app.schemas.events import plain_track_event
+from app.schemas.fields import plain_email
 
 _SCHEMA = TrackEventSchema()
 
@@ -166,3 +170,54 @@ def test_the_batch_check_takes_the_common_batch() -> None:
     assert plain_batch_events({"events": items}) == items
     assert plain_batch_events({"events": [*items, items[0]]}) is None  # 501: the schema says so
     assert plain_batch_events({"events": [items[0], None]}) is None
+
+
+# --- plain_email: whenever it answers, it answers what email-validator normalises ---------------
+
+def _library_email(value: str) -> str | None:
+    try:
+        return validate_email(value, check_deliverability=False, test_environment=True).normalized
+    except EmailNotValidError:
+        return None
+
+
+_LOCAL_CHARS = "aZ09._+-!#'~`{|}\"(),:;<>@[\\] é\x00\t"
+_DOMAIN_CHARS = "aZ09-._ é"
+_TOP_LEVELS = ["com", "test", "local", "localhost", "arpa", "invalid", "onion", "c0m", "c-m",
+               "-com", "com-", "x", "7", "xn--p1ai", "ab--c", "TEST", "Com", ""]
+_ADDRESSES = st.one_of(
+    st.builds(lambda local, labels, top: f"{local}@{'.'.join([*labels, top])}",  # mostly valid
+              st.text("aZ09.+-_'", min_size=1, max_size=20),
+              st.lists(st.text("aZ09-", min_size=1, max_size=64), min_size=1, max_size=3),
+              st.sampled_from(_TOP_LEVELS)),
+    st.builds(lambda local, labels, top: f"{local}@{'.'.join([*labels, top])}",
+              st.text(_LOCAL_CHARS, min_size=0, max_size=70),
+              st.lists(st.text(_DOMAIN_CHARS, min_size=0, max_size=65), max_size=4),
+              st.sampled_from(_TOP_LEVELS)),
+    st.sampled_from(["Postmaster@Acme.COM", "ABUSE@x.org", "Info.Desk@x.org", "a@test",
+                     "x" * 240 + "@acme.test", "x" * 250 + "@acme.test",
+                     "a@" + "b" * 63 + ".com", "a@" + "b" * 64 + ".com",
+                     "a@" + ".".join(["b" * 60] * 4) + ".com", "a@@b.com", "a@b.com@c.com"]),
+    st.text(max_size=40))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_ADDRESSES)
+@example("Alice.Smith@Example.COM")
+@example("user+tag@sub.example.co.uk")
+def test_plain_email_answers_only_what_email_validator_normalises(value: str) -> None:
+    plain = plain_email(value)
+
+    if plain is not None:
+        assert plain == _library_email(value)
+
+
+@pytest.mark.parametrize(("value", "normalised"), [
+    ("Alice.Smith@Example.COM", "Alice.Smith@example.com"),
+    ("user+tag@sub.example.co.uk", "user+tag@sub.example.co.uk"),
+    ("Postmaster@Acme.COM", "postmaster@acme.com"),
+    ("ann@acme.test", "ann@acme.test"),
+    ("o'brien@x-y.org", "o'brien@x-y.org"),
+])
+def test_plain_email_settles_common_addresses_itself(value: str, normalised: str) -> None:
+    assert plain_email(value) == normalised == _library_email(value)

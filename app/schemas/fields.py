@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from datetime import datetime
 from typing import Any
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from email_validator import EmailNotValidError
 from email_validator import validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from marshmallow import ValidationError
 from marshmallow import fields
 
@@ -28,6 +31,9 @@ def normalise_email(value: str) -> str:
     """Validate syntax (no DNS) and lower-case the domain; raise ValidationError if invalid."""
     if len(value) > MAX_EMAIL_LENGTH:
         raise ValidationError("Not a valid e-mail address: too long.")
+    plain = plain_email(value)
+    if plain is not None:
+        return plain
     try:
         # check_deliverability=False keeps this a syntax check (no DNS), as the contract asks;
         # test_environment lets `.test` domains through (self-hosters test with them). Dotless
@@ -36,6 +42,37 @@ def normalise_email(value: str) -> str:
     except EmailNotValidError as error:
         raise ValidationError(f"Not a valid e-mail address: {error}") from None
     return result.normalized
+
+
+# email-validator parses with Unicode in mind and costs ~20 µs an address: as much as all the
+# other work on a batch event whose contact is new. `plain_email` settles the common address, plain
+# ASCII, in ~2 µs: it answers only when it can prove the address valid, and then exactly what
+# email-validator would return (tests/test_ingest_plain_check.py compares the two); anything
+# else goes to the library, which also words the errors.
+_ATEXT = r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]+"
+_PLAIN_LOCAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# At least two labels, the last ending in a letter (email-validator's "globally deliverable").
+_PLAIN_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+(?:[a-z0-9][a-z0-9-]{{0,61}})?[a-z]\Z")
+_EMAIL_MAX_LENGTH = 254
+_DOMAIN_MAX_LENGTH = 253
+
+
+def plain_email(value: str) -> str | None:
+    """`validate_email(value, check_deliverability=False, test_environment=True).normalized`
+    for a plain ASCII address it can prove valid; None for anything else."""
+    local, _, domain = value.partition("@")
+    domain = domain.lower()
+    if (len(value) > _EMAIL_MAX_LENGTH or len(domain) > _DOMAIN_MAX_LENGTH
+            or not value.isascii() or "--" in domain  # punycode, and a rule about "ab--"
+            or not _PLAIN_LOCAL.match(local) or not _PLAIN_DOMAIN.match(domain)):
+        return None
+    top_level = domain.rpartition(".")[2]
+    if top_level in SPECIAL_USE_DOMAIN_NAMES and top_level != "test":  # test_environment
+        return None
+    if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:  # RFC 2142: postmaster, abuse, ...
+        local = local.lower()
+    return f"{local}@{domain}"
 
 
 def storable_text(value: str) -> None:
