@@ -96,13 +96,19 @@ def accepted_view(message: EventMessage) -> dict[str, Any]:
     }
 
 
-_CONTACT_IDS_PG = "SELECT email, id FROM contacts WHERE tenant_id = %s AND email = ANY(%s)"
+# One probe of the (tenant, e-mail) unique index per address. The plain `email = ANY(%s)` is
+# planned from statistics, and with a tenant's contacts new since the last ANALYZE it read all of
+# them and compared each with every address (136 ms for 480 addresses against 10,000 contacts,
+# against 1.4 ms this way). LIMIT keeps the planner from turning the probes back into a join.
+_CONTACT_IDS_PG = ("SELECT wanted.email, contact.id FROM unnest(%s::text[]) AS wanted(email) "
+                   "CROSS JOIN LATERAL (SELECT id FROM contacts WHERE tenant_id = %s "
+                   "AND email = wanted.email LIMIT 1) AS contact")
 
 
 def _contact_ids(db: Session, tenant_id: str, emails: Iterable[str]) -> dict[str, str]:
     wanted = sorted(set(emails))
     if is_postgres(db):  # once per ingest message: the lean form (see app.postgres)
-        return dict(postgres.fetch_all(db, _CONTACT_IDS_PG, (tenant_id, wanted)))
+        return dict(postgres.fetch_all(db, _CONTACT_IDS_PG, (wanted, tenant_id)))
     rows = db.execute(select(Contact.email, Contact.id)
                       .where(Contact.tenant_id == tenant_id, Contact.email.in_(wanted)))
     return {row.email: row.id for row in rows}
