@@ -12,6 +12,9 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from email_validator import EmailNotValidError
 from email_validator import validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+from email_validator.rfc_constants import DNS_LABEL_LENGTH_LIMIT
+from email_validator.rfc_constants import DOMAIN_MAX_LENGTH
+from email_validator.rfc_constants import EMAIL_MAX_LENGTH
 from marshmallow import ValidationError
 from marshmallow import fields
 
@@ -51,11 +54,10 @@ def normalise_email(value: str) -> str:
 # else goes to the library, which also words the errors.
 _ATEXT = r"[A-Za-z0-9_!#$%&'*+/=?^`{|}~-]+"
 _PLAIN_LOCAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_INNER = DNS_LABEL_LENGTH_LIMIT - 2  # a label's characters between its first and last
+_LABEL = rf"[a-z0-9](?:[a-z0-9-]{{0,{_INNER}}}[a-z0-9])?"
 # At least two labels, the last ending in a letter (email-validator's "globally deliverable").
-_PLAIN_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+(?:[a-z0-9][a-z0-9-]{{0,61}})?[a-z]\Z")
-_EMAIL_MAX_LENGTH = 254
-_DOMAIN_MAX_LENGTH = 253
+_PLAIN_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+(?:[a-z0-9][a-z0-9-]{{0,{_INNER}}})?[a-z]\Z")
 
 
 def plain_email(value: str) -> str | None:
@@ -63,7 +65,7 @@ def plain_email(value: str) -> str | None:
     for a plain ASCII address it can prove valid; None for anything else."""
     local, _, domain = value.partition("@")
     domain = domain.lower()
-    if (len(value) > _EMAIL_MAX_LENGTH or len(domain) > _DOMAIN_MAX_LENGTH
+    if (len(value) > EMAIL_MAX_LENGTH or len(domain) > DOMAIN_MAX_LENGTH
             or not value.isascii() or "--" in domain  # punycode, and a rule about "ab--"
             or not _PLAIN_LOCAL.match(local) or not _PLAIN_DOMAIN.match(domain)):
         return None
