@@ -183,16 +183,22 @@ def is_postgres(db: Session) -> bool:
 
 
 def insert_ignoring_conflicts(db: Session, table: Any, rows: Sequence[dict[str, Any]],
-                              conflict_columns: Sequence[str]) -> list[Any]:
+                              conflict_columns: Sequence[str], *, mostly_new: bool = False
+                              ) -> list[Any]:
     """Multi-row INSERT ... ON CONFLICT DO NOTHING; return the conflict keys of the new rows.
 
     On PostgreSQL the rows go as one statement (`app.postgres`); on SQLite, RETURNING makes
     SQLAlchemy send them as multi-row VALUES statements ("insertmanyvalues"). The returned keys
-    tell callers which rows were new (not duplicates).
+    tell callers which rows were new (not duplicates). `mostly_new` says a clash is rare (a
+    redelivery): PostgreSQL then loads the rows with COPY, cheaper for the server, and inserts
+    them the ON CONFLICT way only if that fails.
     """
     if not rows:
         return []
     if is_postgres(db):
+        if mostly_new and postgres.copy_new_rows(db, table, rows):
+            return [row[conflict_columns[0]] if len(conflict_columns) == 1
+                    else tuple(row[name] for name in conflict_columns) for row in rows]
         result: Iterable[Sequence[Any]] = postgres.insert_ignoring_conflicts(
             db, table, rows, conflict_columns)
     else:

@@ -485,6 +485,7 @@ class Phase:
     poller: _Poller
     cores: dict[str, float]  # CPU cores busy during the load, by component
     cpu_ms: dict[str, float]  # CPU milliseconds per stored event over load + drain
+    drain_cores: dict[str, float]  # CPU cores busy after the load until the last event landed
     api_check: str = ""
 
     @property
@@ -563,15 +564,18 @@ def run_phase(name: str, *, port: int, dsn: str, table: str, requests: list[byte
     if poller.error is not None:
         raise RuntimeError(f"the poller failed: {poller.error}")
     cpu_after = cpu_seconds(processes.groups())
+    drained = perf_counter()
     poller.verify()
     cores = {k: (cpu_mid[k] - cpu_before.get(k, 0.0)) / (load.finished - load.started)
              for k in cpu_mid}
     per_event = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / max(poller.stored, 1) * 1000
                  for k in cpu_after}
-    for shares in (cores, per_event):  # other: whatever else ran on the box (py-spy, tests, ...)
+    drain_cores = {k: (cpu_after[k] - cpu_mid.get(k, 0.0)) / (drained - load.finished)
+                   for k in cpu_after}
+    for shares in (cores, per_event, drain_cores):  # other: whatever else ran (py-spy, ...)
         shares["other"] = shares["machine busy"] - sum(
             v for k, v in shares.items() if k != "machine busy")
-    phase = Phase(name, events, len(requests), load, poller, cores, per_event)
+    phase = Phase(name, events, len(requests), load, poller, cores, per_event, drain_cores)
     if not quiet:
         print(f"  {name}: {phase.accepted_rate:,.0f} accepted/s, {phase.persisted_rate:,.0f} "
               f"persisted/s, backlog at end {phase.backlog_end:,}", flush=True)
@@ -875,6 +879,9 @@ def report(config: Config, costs: dict[str, float], floors: list[Phase | None],
     for p in phases:
         rows.append([f"{p.name}: cores during load",
                      *(f"{p.cores.get(k, 0.0):.2f}" for k in [*groups, "machine busy"])])
+        if p.backlog_end >= p.events // 10:  # a drain long enough to say something
+            rows.append([f"{p.name}: cores during drain",
+                         *(f"{p.drain_cores.get(k, 0.0):.2f}" for k in [*groups, "machine busy"])])
         rows.append([f"{p.name}: ms per event, load + drain",
                      *(f"{p.cpu_ms.get(k, 0.0):.3f}" for k in [*groups, "machine busy"])])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

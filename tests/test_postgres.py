@@ -11,6 +11,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import Column
+from sqlalchemy import Float
+from sqlalchemy import Integer
+from sqlalchemy import MetaData
 from sqlalchemy import Table
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -127,3 +131,81 @@ def test_a_failing_statement_raises_what_sqlalchemy_would_without_the_rows(app: 
         postgres.insert_ignoring_conflicts(session, CONTACTS, [row], ["tenant_id", "email"])
 
     assert "secret@example.com" not in str(raised.value)
+
+
+# --- COPY for rows that are almost always new ----------------------------------------------------
+
+AWKWARD_TEXT = 'a "quoted", \\back\\slashed\\" "null" ünï 🚀'
+
+
+def test_copied_rows_are_stored_exactly_as_sqlalchemy_stores_them(app: Flask) -> None:
+    awkward = {"email": AWKWARD_TEXT, "name": "null", "source": ""}
+    with db.transaction() as session:
+        session.execute(pg_dialect.insert(EVENTS), [_event_row("evt_core", **awkward),
+                                                    _event_row("evt_core_null", feed_seq=None)])
+        copied = postgres.copy_new_rows(session, EVENTS, [
+            _event_row("evt_copy", **awkward), _event_row("evt_copy_null", feed_seq=None),
+            _event_row("evt_copy_huge", properties={"huge": 2**70, "tiny": -(2**70)})])
+
+    assert copied is True
+    assert _stored("evt_copy") == _stored("evt_core")
+    assert _stored("evt_copy")["email"] == AWKWARD_TEXT
+    assert _stored("evt_copy")["name"] == "null"
+    assert _stored("evt_copy")["properties"] == AWKWARD_PROPERTIES
+    assert _stored("evt_copy_null") == _stored("evt_core_null")
+    assert _stored("evt_copy_null")["feed_seq"] is None
+    # Beyond orjson's 64 bits: the document is written by the standard library, exactly.
+    assert _stored("evt_copy_huge")["properties"] == {"huge": 2**70, "tiny": -(2**70)}
+
+
+def test_a_clash_copies_nothing_and_leaves_the_transaction_as_it_was(app: Flask) -> None:
+    with db.transaction() as session:
+        postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_old")], ["id"])
+    with db.transaction() as session:
+        postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_before")], ["id"])
+        copied = postgres.copy_new_rows(session, EVENTS, [_event_row("evt_new"),
+                                                          _event_row("evt_old", name="again")])
+        assert copied is False
+        # The transaction goes on: what it did before the COPY stays, the COPY left nothing.
+        postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_after")], ["id"])
+
+    with db.transaction() as session:
+        assert sorted(session.scalars(select(Event.id))) == ["evt_after", "evt_before", "evt_old"]
+    assert _stored("evt_old")["name"] == "order.paid"
+
+
+@pytest.mark.parametrize("changes", [
+    {"name": "tab\there"},                      # a control character CSV would not carry
+    {"email": "line\nbreak@example.com"},
+    {"email": "lone \udc80 surrogate"},         # orjson refuses it
+])
+def test_rows_copy_cannot_carry_are_left_to_the_insert_untouched(app: Flask,
+                                                                 changes: dict[str, Any]
+                                                                 ) -> None:
+    with db.transaction() as session:
+        copied = postgres.copy_new_rows(session, EVENTS, [_event_row("evt_a"),
+                                                          _event_row("evt_b", **changes)])
+        assert copied is False
+        assert session.scalars(select(Event.id)).all() == []
+
+
+def test_copy_refuses_a_column_type_it_cannot_write_faithfully(app: Flask) -> None:
+    measures = Table("measures", MetaData(), Column("id", Integer, primary_key=True),
+                     Column("value", Float))
+    with pytest.raises(ValueError, match="cannot carry value"), db.transaction() as session:
+        postgres.copy_new_rows(session, measures, [{"id": 1, "value": float("nan")}])
+
+
+def test_mostly_new_rows_come_back_all_when_copied_and_only_new_ones_after_a_clash(
+        app: Flask) -> None:
+    with db.transaction() as session:
+        first = db.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_1")], ["id"],
+                                             mostly_new=True)
+    with db.transaction() as session:
+        redelivered = db.insert_ignoring_conflicts(
+            session, EVENTS, [_event_row("evt_1", name="changed"), _event_row("evt_2")], ["id"],
+            mostly_new=True)
+
+    assert first == ["evt_1"]
+    assert redelivered == ["evt_2"]
+    assert _stored("evt_1")["name"] == "order.paid"

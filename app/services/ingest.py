@@ -234,7 +234,8 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
         for message, position in zip(messages, positions, strict=True)
     ]
     inserted = set(insert_ignoring_conflicts(db, Event.__table__,
-                                             sorted(rows, key=lambda r: r["id"]), ["id"]))
+                                             sorted(rows, key=lambda r: r["id"]), ["id"],
+                                             mostly_new=True))
     # Only events stored just now: a redelivered batch must not enrol anyone twice.
     stored = [row for row in rows if row["id"] in inserted]
     triggers.on_events_stored(db, rows=stored, indexes=indexes)
