@@ -183,22 +183,16 @@ def is_postgres(db: Session) -> bool:
 
 
 def insert_ignoring_conflicts(db: Session, table: Any, rows: Sequence[dict[str, Any]],
-                              conflict_columns: Sequence[str], *, mostly_new: bool = False
-                              ) -> list[Any]:
+                              conflict_columns: Sequence[str]) -> list[Any]:
     """Multi-row INSERT ... ON CONFLICT DO NOTHING; return the conflict keys of the new rows.
 
     On PostgreSQL the rows go as one statement (`app.postgres`); on SQLite, RETURNING makes
     SQLAlchemy send them as multi-row VALUES statements ("insertmanyvalues"). The returned keys
-    tell callers which rows were new (not duplicates). `mostly_new` says a clash is rare (a
-    redelivery): PostgreSQL then loads the rows with COPY, cheaper for the server, and inserts
-    them the ON CONFLICT way only if that fails.
+    tell callers which rows were new (not duplicates).
     """
     if not rows:
         return []
     if is_postgres(db):
-        if mostly_new and postgres.copy_new_rows(db, table, rows):
-            return [row[conflict_columns[0]] if len(conflict_columns) == 1
-                    else tuple(row[name] for name in conflict_columns) for row in rows]
         result: Iterable[Sequence[Any]] = postgres.insert_ignoring_conflicts(
             db, table, rows, conflict_columns)
     else:
@@ -207,6 +201,30 @@ def insert_ignoring_conflicts(db: Session, table: Any, rows: Sequence[dict[str, 
                      .returning(*(table.c[name] for name in conflict_columns)))
         result = db.execute(statement, list(rows))
     return [row[0] if len(conflict_columns) == 1 else tuple(row) for row in result]
+
+
+class NewRows:
+    """Rows that are almost always new, encoded for their insert before it runs.
+
+    Encoding is most of an insert's Python (a few ms for 500 events), and the events' insert
+    runs under their tenant's feed lock, held until commit (see services.feed): so the rows are
+    encoded first and the `pending` column (the feed position), read from the rows only by
+    `insert`, is filled in after. On PostgreSQL they go by COPY, and only if one of them exists
+    already (a redelivery) the ON CONFLICT way (`app.postgres`).
+    """
+
+    def __init__(self, db: Session, table: Any, rows: list[dict[str, Any]], *,
+                 key: str, pending: str) -> None:
+        self._db, self._table, self._rows, self._key, self._pending = db, table, rows, key, pending
+        self._copy = (postgres.encode_for_copy(table, rows, pending=pending)
+                      if rows and is_postgres(db) else None)
+
+    def insert(self) -> list[Any]:
+        """Insert the rows, skipping those whose key exists; the keys of those inserted."""
+        pending = [row[self._pending] for row in self._rows]
+        if self._copy is not None and postgres.copy_in(self._db, self._copy, pending):
+            return [row[self._key] for row in self._rows]
+        return insert_ignoring_conflicts(self._db, self._table, self._rows, [self._key])
 
 
 def insert_if_absent(db: Session, table: Any, row: dict[str, Any],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -133,6 +134,15 @@ def insert_ignoring_conflicts(db: Session, table: Table, rows: Sequence[Mapping[
 _COPY_TYPES = (String, JSON, DateTime, Integer, BigInteger, Boolean)
 
 
+@dataclass(frozen=True)
+class CopyPayload:
+    """Rows encoded for COPY; the `pending` column's values are added when it runs."""
+
+    table: str
+    sql: str
+    lines: list[bytes]
+
+
 @lru_cache(maxsize=64)
 def _copy_sql(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
     """The COPY statement for rows with these columns, and which of them hold JSON documents."""
@@ -148,54 +158,60 @@ def _copy_sql(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, .
             "WITH (FORMAT csv, QUOTE '\"', ESCAPE '\\', NULL 'null')", documents)
 
 
-def _csv_rows(rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...],
-              documents: tuple[int, ...]) -> bytes | None:
-    """The rows as COPY's CSV (see above), or None if one of them cannot go that way."""
-    values_of = itemgetter(*columns)
+def encode_for_copy(table: Table, rows: Sequence[Mapping[str, Any]], *, pending: str | None = None
+                    ) -> CopyPayload | None:
+    """The rows as COPY's CSV (see above), or None if one of them cannot go that way.
+
+    `pending` names an integer column the rows do not have yet: its values are given to
+    `copy_in`, so the costly part can be done before they are known (see services.ingest).
+    """
+    given = _check_same_columns(table, rows)
+    sql, documents = _copy_sql(table, given + ((pending,) if pending else ()))
+    values_of = itemgetter(*given)
     lines = []
     try:
         for row in rows:
-            values = list(values_of(row)) if len(columns) > 1 else [values_of(row)]
+            values = list(values_of(row)) if len(given) > 1 else [values_of(row)]
             for index in documents:
                 values[index] = json_codec.dumps(values[index], default=_json_value,
                                                  option=orjson.OPT_NAIVE_UTC).decode()
             lines.append(orjson.dumps(values, option=orjson.OPT_NAIVE_UTC)[1:-1])
     except (orjson.JSONEncodeError, TypeError):  # an integer beyond 64 bits, a lone surrogate
         return None
-    text = b"\n".join(lines)
     # After taking out escaped backslashes, every escape left must be an escaped quote.
-    unpaired = text.replace(b"\\\\", b"")
+    unpaired = b"\n".join(lines).replace(b"\\\\", b"")
     if unpaired.count(b"\\") != unpaired.count(b'\\"'):
         return None
-    return text + b"\n"
+    return CopyPayload(table.name, sql, lines)
 
 
-def copy_new_rows(db: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> bool:
-    """COPY rows in, all or nothing; False (and nothing changed) if one clashes or cannot go.
+def copy_in(db: Session, payload: CopyPayload, pending: Sequence[int | None] = ()) -> bool:
+    """COPY the rows in, all or nothing; False (and nothing changed) if one clashes.
 
-    Runs in the session's transaction under a savepoint, so a failure leaves that transaction
-    as it was: the caller then inserts the rows the ON CONFLICT way, which also raises what a
-    real fault (a deleted tenant, a value too long) raises.
+    `pending` holds the pending column's values, row by row. Runs in the session's transaction
+    under a savepoint, so a failure leaves that transaction as it was: the caller then inserts
+    the rows the ON CONFLICT way, which also raises what a real fault (a deleted tenant, a value
+    too long) raises.
     """
-    columns = _check_same_columns(table, rows)
-    sql, documents = _copy_sql(table, columns)
-    payload = _csv_rows(rows, columns, documents)
-    if payload is None:
-        return False
+    lines = payload.lines
+    if pending:
+        lines = [line + (b",null" if value is None else b",%d" % value)
+                 for line, value in zip(lines, pending, strict=True)]
+    data = b"\n".join(lines) + b"\n"
     db.flush()
     cursor = db.connection().connection.cursor()
     try:
-        cursor.execute("SAVEPOINT copy_new_rows")
+        cursor.execute("SAVEPOINT copy_in")
         try:
-            cursor.copy_expert(sql, io.BytesIO(payload), size=len(payload))
+            cursor.copy_expert(payload.sql, io.BytesIO(data), size=len(data))
         except psycopg2.Error:
-            cursor.execute("ROLLBACK TO SAVEPOINT copy_new_rows")
+            cursor.execute("ROLLBACK TO SAVEPOINT copy_in")
             return False
         finally:
-            cursor.execute("RELEASE SAVEPOINT copy_new_rows")
+            cursor.execute("RELEASE SAVEPOINT copy_in")
         return True
     except psycopg2.Error as error:  # the connection itself failed
-        raise DBAPIError.instance(sql, None, error, psycopg2.Error,
+        raise DBAPIError.instance(payload.sql, None, error, psycopg2.Error,
                                   hide_parameters=True) from error
     finally:
         cursor.close()

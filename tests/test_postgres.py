@@ -138,12 +138,18 @@ def test_a_failing_statement_raises_what_sqlalchemy_would_without_the_rows(app: 
 AWKWARD_TEXT = 'a "quoted", \\back\\slashed\\" "null" ünï 🚀'
 
 
+def _copy(session: Any, rows: list[dict[str, Any]]) -> bool:
+    payload = postgres.encode_for_copy(EVENTS, rows)
+    assert payload is not None
+    return postgres.copy_in(session, payload)
+
+
 def test_copied_rows_are_stored_exactly_as_sqlalchemy_stores_them(app: Flask) -> None:
     awkward = {"email": AWKWARD_TEXT, "name": "null", "source": ""}
     with db.transaction() as session:
         session.execute(pg_dialect.insert(EVENTS), [_event_row("evt_core", **awkward),
                                                     _event_row("evt_core_null", feed_seq=None)])
-        copied = postgres.copy_new_rows(session, EVENTS, [
+        copied = _copy(session, [
             _event_row("evt_copy", **awkward), _event_row("evt_copy_null", feed_seq=None),
             _event_row("evt_copy_huge", properties={"huge": 2**70, "tiny": -(2**70)})])
 
@@ -158,13 +164,24 @@ def test_copied_rows_are_stored_exactly_as_sqlalchemy_stores_them(app: Flask) ->
     assert _stored("evt_copy_huge")["properties"] == {"huge": 2**70, "tiny": -(2**70)}
 
 
+def test_a_pending_column_is_given_when_the_rows_are_copied(app: Flask) -> None:
+    rows = [{key: value for key, value in _event_row(event_id).items() if key != "feed_seq"}
+            for event_id in ("evt_a", "evt_b", "evt_c")]
+    payload = postgres.encode_for_copy(EVENTS, rows, pending="feed_seq")
+    assert payload is not None
+    with db.transaction() as session:
+        assert postgres.copy_in(session, payload, [7, None, 2**40]) is True
+
+    assert [_stored(event_id)["feed_seq"] for event_id in ("evt_a", "evt_b", "evt_c")] == [
+        7, None, 2**40]
+
+
 def test_a_clash_copies_nothing_and_leaves_the_transaction_as_it_was(app: Flask) -> None:
     with db.transaction() as session:
         postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_old")], ["id"])
     with db.transaction() as session:
         postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_before")], ["id"])
-        copied = postgres.copy_new_rows(session, EVENTS, [_event_row("evt_new"),
-                                                          _event_row("evt_old", name="again")])
+        copied = _copy(session, [_event_row("evt_new"), _event_row("evt_old", name="again")])
         assert copied is False
         # The transaction goes on: what it did before the COPY stays, the COPY left nothing.
         postgres.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_after")], ["id"])
@@ -179,33 +196,38 @@ def test_a_clash_copies_nothing_and_leaves_the_transaction_as_it_was(app: Flask)
     {"email": "line\nbreak@example.com"},
     {"email": "lone \udc80 surrogate"},         # orjson refuses it
 ])
-def test_rows_copy_cannot_carry_are_left_to_the_insert_untouched(app: Flask,
-                                                                 changes: dict[str, Any]
-                                                                 ) -> None:
-    with db.transaction() as session:
-        copied = postgres.copy_new_rows(session, EVENTS, [_event_row("evt_a"),
-                                                          _event_row("evt_b", **changes)])
-        assert copied is False
-        assert session.scalars(select(Event.id)).all() == []
+def test_rows_copy_cannot_carry_are_not_encoded(changes: dict[str, Any]) -> None:
+    assert postgres.encode_for_copy(EVENTS, [_event_row("evt_a"),
+                                             _event_row("evt_b", **changes)]) is None
 
 
-def test_copy_refuses_a_column_type_it_cannot_write_faithfully(app: Flask) -> None:
+def test_copy_refuses_a_column_type_it_cannot_write_faithfully() -> None:
     measures = Table("measures", MetaData(), Column("id", Integer, primary_key=True),
                      Column("value", Float))
-    with pytest.raises(ValueError, match="cannot carry value"), db.transaction() as session:
-        postgres.copy_new_rows(session, measures, [{"id": 1, "value": float("nan")}])
+    with pytest.raises(ValueError, match="cannot carry value"):
+        postgres.encode_for_copy(measures, [{"id": 1, "value": float("nan")}])
 
 
-def test_mostly_new_rows_come_back_all_when_copied_and_only_new_ones_after_a_clash(
-        app: Flask) -> None:
+def _new_rows(session: Any, rows: list[dict[str, Any]]) -> list[Any]:
+    pending = [row.pop("feed_seq") for row in rows]
+    new_rows = db.NewRows(session, EVENTS, rows, key="id", pending="feed_seq")
+    for row, position in zip(rows, pending, strict=True):
+        row["feed_seq"] = position  # filled in after encoding, as the feed's lock allows
+    return new_rows.insert()
+
+
+def test_new_rows_come_back_all_when_copied_and_only_new_ones_after_a_clash(app: Flask) -> None:
     with db.transaction() as session:
-        first = db.insert_ignoring_conflicts(session, EVENTS, [_event_row("evt_1")], ["id"],
-                                             mostly_new=True)
+        first = _new_rows(session, [_event_row("evt_1", feed_seq=1)])
     with db.transaction() as session:
-        redelivered = db.insert_ignoring_conflicts(
-            session, EVENTS, [_event_row("evt_1", name="changed"), _event_row("evt_2")], ["id"],
-            mostly_new=True)
+        redelivered = _new_rows(session, [_event_row("evt_1", name="changed", feed_seq=2),
+                                          _event_row("evt_2", feed_seq=3),
+                                          _event_row("evt_3", name="tab\there", feed_seq=4)])
+    with db.transaction() as session:
+        uncopyable = _new_rows(session, [_event_row("evt_4", name="tab\there", feed_seq=5)])
 
-    assert first == ["evt_1"]
-    assert redelivered == ["evt_2"]
+    assert (first, redelivered, uncopyable) == (["evt_1"], ["evt_2", "evt_3"], ["evt_4"])
+    assert [_stored(event_id)["feed_seq"] for event_id in ("evt_1", "evt_2", "evt_3", "evt_4")
+            ] == [1, 3, 4, 5]
     assert _stored("evt_1")["name"] == "order.paid"
+    assert _stored("evt_4")["name"] == "tab\there"

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import postgres
+from app.db import NewRows
 from app.db import insert_ignoring_conflicts
 from app.db import is_postgres
 from app.errors import NotFound
@@ -214,10 +215,9 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
     contact_ids = _contact_map(db, messages)
     messages = [message for message in messages
                 if (message["tenantId"], message["email"]) in contact_ids]
-    # What the tenants' sequences listen to is read first; the feed's lock, held until this
-    # transaction ends, is taken last, right before the insert.
+    # What the tenants' sequences listen to is read first, and the rows are encoded for their
+    # insert; the feed's lock, held until this transaction ends, is taken last, right before it.
     indexes = triggers.tenant_indexes(db, sorted({m["tenantId"] for m in messages}))
-    positions = _feed_positions(db, messages)
     rows = [
         {
             "id": message["id"],
@@ -229,13 +229,14 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
             "source": message["source"],
             "timestamp": parse_iso(message["timestamp"]),
             "created_at": parse_iso(message["createdAt"]),
-            "feed_seq": position,
         }
-        for message, position in zip(messages, positions, strict=True)
+        for message in messages
     ]
-    inserted = set(insert_ignoring_conflicts(db, Event.__table__,
-                                             sorted(rows, key=lambda r: r["id"]), ["id"],
-                                             mostly_new=True))
+    new_rows = NewRows(db, Event.__table__, sorted(rows, key=lambda r: r["id"]),
+                       key="id", pending="feed_seq")
+    for row, position in zip(rows, _feed_positions(db, messages), strict=True):
+        row["feed_seq"] = position
+    inserted = set(new_rows.insert())
     # Only events stored just now: a redelivered batch must not enrol anyone twice.
     stored = [row for row in rows if row["id"] in inserted]
     triggers.on_events_stored(db, rows=stored, indexes=indexes)
