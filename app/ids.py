@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import os
 import time
+from functools import lru_cache
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# Two base32 digits per lookup: 13 lookups make an id's 26 digits (an id is made for every event,
-# and this is about three times faster than a digit at a time).
+# Two base32 digits per lookup: an id is made for every event, and this is about three times
+# faster than a digit at a time.
 _PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
-_SHIFTS = range(120, -10, -10)
+
+
+@lru_cache(maxsize=8)
+def _time_digits(ms: int) -> str:
+    """The 48-bit time as the ULID's first 10 digits (two leading zero bits).
+
+    A batch's events share their millisecond: worked out once, not for each of up to 500.
+    """
+    return "".join(_PAIRS[(ms >> shift) & 1023] for shift in (40, 30, 20, 10, 0))
 
 
 def _ulid(ms: int, randomness: bytes) -> str:
-    """The 48-bit time and 80 random bits as 26 base32 digits (130 bits, two leading zeros)."""
-    value = (ms << 80) | int.from_bytes(randomness, "big")
-    pairs = _PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
+    """The time and 80 random bits as 26 base32 digits (130 bits, two leading zeros)."""
+    bits = int.from_bytes(randomness, "big")
+    p = _PAIRS  # unrolled: the 16 random digits are on every event's path
+    return (f"{_time_digits(ms)}{p[bits >> 70]}{p[bits >> 60 & 1023]}{p[bits >> 50 & 1023]}"
+            f"{p[bits >> 40 & 1023]}{p[bits >> 30 & 1023]}{p[bits >> 20 & 1023]}"
+            f"{p[bits >> 10 & 1023]}{p[bits & 1023]}")
 
 
 def new_id(prefix: str, *, ms: int | None = None) -> str:
