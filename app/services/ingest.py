@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import json_codec
 from app import postgres
 from app.db import NewRows
 from app.db import insert_ignoring_conflicts
@@ -84,6 +85,11 @@ def _stamp(moment: datetime) -> tuple[str, int]:
     return isoformat(moment), int(moment.timestamp() * 1000)
 
 
+# A batch's events were mostly accepted at one moment (and, unless their senders said otherwise,
+# happened then): each distinct time is parsed once, not for each of up to 500 events.
+_moment = lru_cache(maxsize=64)(parse_iso)
+
+
 def accepted_view(message: EventMessage) -> dict[str, Any]:
     """The 202 answer for an accepted event: exactly the contract's fields."""
     return {
@@ -101,7 +107,10 @@ def accepted_view(message: EventMessage) -> dict[str, Any]:
 # planned from statistics, and with a tenant's contacts new since the last ANALYZE it read all of
 # them and compared each with every address (136 ms for 480 addresses against 10,000 contacts,
 # against 1.4 ms this way). LIMIT keeps the planner from turning the probes back into a join.
-_CONTACT_IDS_PG = ("SELECT wanted.email, contact.id FROM unnest(%s::text[]) AS wanted(email) "
+# The addresses go as one JSON array: psycopg2 adapts a Python list item by item (~1.2 µs an
+# address, a tenth of storing an event).
+_CONTACT_IDS_PG = ("SELECT wanted.email, contact.id "
+                   "FROM json_array_elements_text(%s::json) AS wanted(email) "
                    "CROSS JOIN LATERAL (SELECT id FROM contacts WHERE tenant_id = %s "
                    "AND email = wanted.email LIMIT 1) AS contact")
 
@@ -109,7 +118,8 @@ _CONTACT_IDS_PG = ("SELECT wanted.email, contact.id FROM unnest(%s::text[]) AS w
 def _contact_ids(db: Session, tenant_id: str, emails: Iterable[str]) -> dict[str, str]:
     wanted = sorted(set(emails))
     if is_postgres(db):  # once per ingest message: the lean form (see app.postgres)
-        return dict(postgres.fetch_all(db, _CONTACT_IDS_PG, (wanted, tenant_id)))
+        return dict(postgres.fetch_all(db, _CONTACT_IDS_PG,
+                                       (json_codec.dumps(wanted).decode(), tenant_id)))
     rows = db.execute(select(Contact.email, Contact.id)
                       .where(Contact.tenant_id == tenant_id, Contact.email.in_(wanted)))
     return {row.email: row.id for row in rows}
@@ -158,14 +168,15 @@ def _live_tenants(db: Session, tenant_ids: Iterable[str]) -> set[str]:
     return wanted & _known_tenants
 
 
-def _contact_map(db: Session, messages: list[EventMessage]) -> dict[tuple[str, str], str]:
+def _contact_map(db: Session, messages: list[EventMessage], source: str
+                 ) -> dict[tuple[str, str], str]:
     """(tenant, e-mail) → contact id. Tracked events create unknown contacts; system events
     (about a send) never do: a contact deleted since must not come back through an open pixel."""
     creating: dict[str, set[str]] = defaultdict(set)
     existing: dict[str, set[str]] = defaultdict(set)
     vouched: dict[tuple[str, str], str] = {}
     for message in messages:
-        if message.get("source") != "system":
+        if message.get("source", source) != "system":
             creating[message["tenantId"]].add(message["email"])
         elif message.get("contactId"):
             # About a send whose row lock the caller holds, after checking its contact exists:
@@ -210,9 +221,8 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
     whose contact no longer exists.
     """
     live = _live_tenants(db, (message["tenantId"] for message in messages))
-    messages = [{**message, "source": message.get("source", source)}
-                for message in messages if message["tenantId"] in live]
-    contact_ids = _contact_map(db, messages)
+    messages = [message for message in messages if message["tenantId"] in live]
+    contact_ids = _contact_map(db, messages, source)
     messages = [message for message in messages
                 if (message["tenantId"], message["email"]) in contact_ids]
     # What the tenants' sequences listen to is read first, and the rows are encoded for their
@@ -226,9 +236,9 @@ def store_events(db: Session, *, messages: list[EventMessage], source: str = "ap
             "email": message["email"],
             "name": message["event"],
             "properties": message["properties"],
-            "source": message["source"],
-            "timestamp": parse_iso(message["timestamp"]),
-            "created_at": parse_iso(message["createdAt"]),
+            "source": message.get("source", source),
+            "timestamp": _moment(message["timestamp"]),
+            "created_at": _moment(message["createdAt"]),
         }
         for message in messages
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import text
 
@@ -37,7 +39,7 @@ def test_contact_lookup_probes_the_email_index_even_with_stale_statistics(tenant
     with db.transaction() as session:
         ingest.upsert_contacts(session, tenant_id=tenant.id, emails=emails)
         plan = "\n".join(row[0] for row in postgres.fetch_all(
-            session, "EXPLAIN " + ingest._CONTACT_IDS_PG, (emails[:400], tenant.id)))
+            session, "EXPLAIN " + ingest._CONTACT_IDS_PG, (json.dumps(emails[:400]), tenant.id)))
 
     assert "uq_contacts_tenant_id_email" in plan
     assert "ix_contacts_tenant_id_id" not in plan
