@@ -87,7 +87,8 @@ def _load_item(item: Any) -> dict[str, Any] | ValidationError:
 def _accept_items(items: list[Any]) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
     """Validate and stamp each item on its own; (message or None, result) per item, in order."""
     loaded = [_load_item(item) for item in items]
-    known = ingest.contact_emails(db.session, tenant_id=g.tenant_id, contact_ids=[
+    session, tenant_id = db.session, g.tenant_id  # looked up once: `g` is a context-local proxy
+    known = ingest.contact_emails(session, tenant_id=tenant_id, contact_ids=[
         data["contactId"] for data in loaded if isinstance(data, dict) and data.get("contactId")])
     outcomes: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
     now = utcnow()  # the batch is accepted at one moment
@@ -96,7 +97,7 @@ def _accept_items(items: list[Any]) -> list[tuple[dict[str, Any] | None, dict[st
             outcomes.append((None, _item_error(data)))
             continue
         try:
-            message = ingest.accept_event(db.session, tenant_id=g.tenant_id, data=data,
+            message = ingest.accept_event(session, tenant_id=tenant_id, data=data,
                                           known_contacts=known, now=now)
         except APIError as error:
             outcomes.append((None, _item_error(error)))
