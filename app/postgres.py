@@ -172,9 +172,10 @@ def encode_for_copy(table: Table, rows: Sequence[Mapping[str, Any]], *, pending:
     try:
         for row in rows:
             values = list(values_of(row)) if len(given) > 1 else [values_of(row)]
-            for index in documents:
-                values[index] = json_codec.dumps(values[index], default=_json_value,
-                                                 option=orjson.OPT_NAIVE_UTC).decode()
+            for index in documents:  # None stays SQL NULL, as in the INSERT
+                if values[index] is not None:
+                    values[index] = json_codec.dumps(values[index], default=_json_value,
+                                                     option=orjson.OPT_NAIVE_UTC).decode()
             lines.append(orjson.dumps(values, option=orjson.OPT_NAIVE_UTC)[1:-1])
     except (orjson.JSONEncodeError, TypeError):  # an integer beyond 64 bits, a lone surrogate
         return None

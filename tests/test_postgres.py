@@ -201,6 +201,12 @@ def test_rows_copy_cannot_carry_are_not_encoded(changes: dict[str, Any]) -> None
                                              _event_row("evt_b", **changes)]) is None
 
 
+def test_a_missing_json_document_is_sql_null_in_copy_as_in_the_insert() -> None:
+    payload = postgres.encode_for_copy(EVENTS, [_event_row("evt_a", properties=None)])
+    assert payload is not None
+    assert b',"order.paid",null,"api",' in payload.lines[0]
+
+
 def test_copy_refuses_a_column_type_it_cannot_write_faithfully() -> None:
     measures = Table("measures", MetaData(), Column("id", Integer, primary_key=True),
                      Column("value", Float))
