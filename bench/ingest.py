@@ -601,6 +601,7 @@ class Config:
     skip_floor: bool
     profile: Path | None
     profile_phase: str
+    timeline: bool = False
 
 
 def recreate_database(admin_dsn: str, name: str, *, drop_only: bool = False) -> str:
@@ -835,6 +836,24 @@ def run(config: Config) -> None:
 
 # --- The report ----------------------------------------------------------------------------------
 
+TIMELINE_STEP_S = 0.25
+
+
+def print_timelines(phases: list[Phase]) -> None:
+    """Each phase's backlog (accepted, not yet listable) every 250 ms from the start of its load:
+    where a high p99 accept-to-listable came from (a stall, or a backlog that built up)."""
+    print(f"\nbacklog every {TIMELINE_STEP_S * 1000:.0f} ms from the start of the load "
+          "(| marks the end of the load)")
+    for p in phases:
+        end = p.poller.last_seen if p.complete else p.poller.timeline[-1][0]
+        steps = int((end - p.load.started) / TIMELINE_STEP_S) + 1
+        points = []
+        for i in range(steps + 1):
+            moment = p.load.started + i * TIMELINE_STEP_S
+            mark = "|" if p.load.finished <= moment < p.load.finished + TIMELINE_STEP_S else ""
+            points.append(f"{mark}{p.backlog_at(moment):,}")
+        print(f"  {p.name}: " + " ".join(points))
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
 
@@ -888,6 +907,8 @@ def report(config: Config, costs: dict[str, float], floors: list[Phase | None],
     print()
     for line in [header, *rows]:
         print(_row(line, widths))
+    if config.timeline:
+        print_timelines(phases)
     print("\nparse + check one event body, one core: " + ", ".join(
         f"{label} {us:.1f} µs ({1e6 / us:,.0f}/s)" for label, us in costs.items()))
     print("\ntargets")
@@ -951,6 +972,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="py-spy a phase into this folder")
     parser.add_argument("--profile-phase", choices=["single", "batch"], default="single",
                         help="the phase --profile records (default single)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also print each phase's backlog every 250 ms")
     parser.add_argument("--role", choices=["floor-consumer"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -971,7 +994,8 @@ def main(argv: list[str] | None = None) -> None:
                    emails=args.emails, drain_timeout=args.drain_timeout, pg_admin=args.pg_admin,
                    database=args.database, redis_url=args.redis_url,
                    keep_database=args.keep_database, skip_floor=args.skip_floor,
-                   profile=args.profile, profile_phase=args.profile_phase))
+                   profile=args.profile, profile_phase=args.profile_phase,
+                   timeline=args.timeline))
     except KeyboardInterrupt:
         sys.exit(130)  # the children are stopped already; no traceback for a Ctrl-C
 
