@@ -1,22 +1,33 @@
-"""The Redis transport keeps one client per channel and still delivers, acks and redelivers."""
+"""The Redis transport keeps one client per channel and still delivers, acks and redelivers; its
+envelopes read back exactly as kombu's own."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 import pytest
+from hypothesis import example
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from kombu import Connection
 from kombu.simple import SimpleQueue
+from kombu.transport import redis as kombu_redis
+from kombu.utils import json as kombu_json
 
 from app.config import Settings
 from tasks import redis_transport
 from tests.support import backend
 
-pytestmark = pytest.mark.skipif(backend() != "postgres", reason="needs the Redis broker")
-
 
 @pytest.fixture
 def queue(settings: Settings) -> Iterator[SimpleQueue]:
+    if backend() != "postgres":
+        pytest.skip("needs the Redis broker")
     redis_transport.register()
     with Connection(settings.broker_url) as connection:
         simple = connection.SimpleQueue("kraiter-transport-test")
@@ -71,3 +82,48 @@ def test_an_unacked_message_is_delivered_again(queue: SimpleQueue) -> None:
     again.ack()
 
     assert again.payload == {"n": 7}
+
+
+# What kombu's envelopes may hold: JSON's own types, and the types kombu tags (datetimes,
+# decimals, UUIDs, bytes); integers beyond 64 bits, non-finite floats, lone surrogates.
+_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(),
+    st.text(st.characters(blacklist_categories=())), st.datetimes(timezones=st.just(UTC)),
+    st.decimals(allow_nan=False), st.uuids(), st.binary(max_size=8))
+_DOCUMENTS = st.recursive(
+    _LEAVES, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=6), inner, max_size=4), max_leaves=12)
+
+
+def _as_kombu_reads(document: str) -> str:
+    return repr(kombu_json.loads(document))  # repr: NaN equals itself there
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(_DOCUMENTS)
+@example({"n": float("nan"), "big": 2**70, "inf": [float("-inf")]})
+@example({"lone": "\udc80", "when": datetime(2026, 11, 27, tzinfo=UTC), "id": UUID(int=7)})
+def test_envelopes_read_back_exactly_as_kombus_own(document: Any) -> None:
+    ours = redis_transport.envelope_dumps(document)
+    theirs = str(kombu_json.dumps(document))
+
+    # A stock kombu reads what we write as it reads its own document, and we read both so.
+    assert _as_kombu_reads(ours) == _as_kombu_reads(theirs)
+    assert repr(redis_transport.envelope_loads(ours)) == _as_kombu_reads(theirs)
+    assert repr(redis_transport.envelope_loads(theirs)) == _as_kombu_reads(theirs)
+
+
+def test_plain_envelopes_are_written_and_read_by_orjson() -> None:
+    envelope = {"body": "eyJhIjoxfQ==", "headers": {"task": "events.ingest", "retries": 0,
+                                                     "note": "é"}, "properties": {}}
+    written = redis_transport.envelope_dumps(envelope)
+
+    assert written == ('{"body":"eyJhIjoxfQ==","headers":{"task":"events.ingest","retries":0,'
+                       '"note":"é"},"properties":{}}')  # compact, UTF-8: orjson's, not kombu's
+    assert redis_transport.envelope_loads(written) == envelope
+
+
+def test_registering_puts_the_envelope_codec_in_kombus_redis_transport() -> None:
+    redis_transport.register()
+    assert kombu_redis.dumps is redis_transport.envelope_dumps  # type: ignore[attr-defined]
+    assert kombu_redis.loads is redis_transport.envelope_loads  # type: ignore[attr-defined]
