@@ -222,18 +222,33 @@ def _new_rows(session: Any, rows: list[dict[str, Any]]) -> list[Any]:
     return new_rows.insert()
 
 
-def test_new_rows_come_back_all_when_copied_and_only_new_ones_after_a_clash(app: Flask) -> None:
+def test_new_rows_come_back_all_when_copied_and_only_new_ones_after_a_clash(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "COPY_MIN_ROWS", 1)  # COPY for these few rows too
+    copies = []
+    real_copy_in = postgres.copy_in
+    monkeypatch.setattr(postgres, "copy_in", lambda *args: copies.append(real_copy_in(*args))
+                        or copies[-1])
     with db.transaction() as session:
         first = _new_rows(session, [_event_row("evt_1", feed_seq=1)])
     with db.transaction() as session:
         redelivered = _new_rows(session, [_event_row("evt_1", name="changed", feed_seq=2),
-                                          _event_row("evt_2", feed_seq=3),
-                                          _event_row("evt_3", name="tab\there", feed_seq=4)])
+                                          _event_row("evt_2", feed_seq=3)])
     with db.transaction() as session:
-        uncopyable = _new_rows(session, [_event_row("evt_4", name="tab\there", feed_seq=5)])
+        uncopyable = _new_rows(session, [_event_row("evt_3", feed_seq=4),
+                                         _event_row("evt_4", name="tab\there", feed_seq=5)])
 
-    assert (first, redelivered, uncopyable) == (["evt_1"], ["evt_2", "evt_3"], ["evt_4"])
+    assert copies == [True, False]  # the redelivery clashed; the tab never got to COPY
+    assert (first, redelivered, uncopyable) == (["evt_1"], ["evt_2"], ["evt_3", "evt_4"])
     assert [_stored(event_id)["feed_seq"] for event_id in ("evt_1", "evt_2", "evt_3", "evt_4")
             ] == [1, 3, 4, 5]
     assert _stored("evt_1")["name"] == "order.paid"
     assert _stored("evt_4")["name"] == "tab\there"
+
+
+def test_a_few_new_rows_take_the_one_statement_insert(app: Flask,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "copy_in", lambda *args: pytest.fail("COPY for a few rows"))
+    with db.transaction() as session:
+        assert _new_rows(session, [_event_row("evt_1", feed_seq=1)]) == ["evt_1"]
+    assert _stored("evt_1")["feed_seq"] == 1
