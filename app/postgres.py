@@ -12,8 +12,10 @@ SQLite keeps the portable SQLAlchemy forms; `app.db.is_postgres` chooses.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -45,14 +47,13 @@ def pyformat(statement: TextClause) -> str:
     return str(statement.compile(dialect=_DIALECT))
 
 
-def fetch_all(db: Session, sql: str, params: Mapping[str, Any] | Sequence[Any]
-              ) -> list[tuple[Any, ...]]:
-    """Run one statement in the session's transaction; its rows as plain tuples (maybe none)."""
+@contextmanager
+def _cursor(db: Session, sql: str) -> Iterator[Any]:
+    """A psycopg2 cursor in the session's transaction, for running `sql` (named in errors)."""
     db.flush()  # what the ORM still holds must be in the database before we read around it
     cursor = db.connection().connection.cursor()
     try:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.description is not None else []
+        yield cursor
     except psycopg2.Error as error:
         # As SQLAlchemy would raise it (IntegrityError, OperationalError, ...), so callers
         # handle failures the same on both paths; the rows may hold personal data: not shown.
@@ -61,6 +62,14 @@ def fetch_all(db: Session, sql: str, params: Mapping[str, Any] | Sequence[Any]
                                   hide_parameters=True) from error
     finally:
         cursor.close()
+
+
+def fetch_all(db: Session, sql: str, params: Mapping[str, Any] | Sequence[Any]
+              ) -> list[tuple[Any, ...]]:
+    """Run one statement in the session's transaction; its rows as plain tuples (maybe none)."""
+    with _cursor(db, sql) as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description is not None else []
 
 
 def _json_value(value: Any) -> Any:
@@ -138,7 +147,6 @@ _COPY_TYPES = (String, JSON, DateTime, Integer, BigInteger, Boolean)
 class CopyPayload:
     """Rows encoded for COPY; the `pending` column's values are added when it runs."""
 
-    table: str
     sql: str
     lines: list[bytes]
 
@@ -183,7 +191,7 @@ def encode_for_copy(table: Table, rows: Sequence[Mapping[str, Any]], *, pending:
     unpaired = b"\n".join(lines).replace(b"\\\\", b"")
     if unpaired.count(b"\\") != unpaired.count(b'\\"'):
         return None
-    return CopyPayload(table.name, sql, lines)
+    return CopyPayload(sql, lines)
 
 
 def copy_in(db: Session, payload: CopyPayload, pending: Sequence[int | None] = ()) -> bool:
@@ -199,9 +207,9 @@ def copy_in(db: Session, payload: CopyPayload, pending: Sequence[int | None] = (
         lines = [line + (b",null" if value is None else b",%d" % value)
                  for line, value in zip(lines, pending, strict=True)]
     data = b"\n".join(lines) + b"\n"
-    db.flush()
-    cursor = db.connection().connection.cursor()
-    try:
+    # Only the COPY's own failure is a clash; one of the savepoint commands failing is the
+    # connection's, raised as SQLAlchemy would raise it (`_cursor`).
+    with _cursor(db, payload.sql) as cursor:
         cursor.execute("SAVEPOINT copy_in")
         try:
             cursor.copy_expert(payload.sql, io.BytesIO(data), size=len(data))
@@ -211,8 +219,3 @@ def copy_in(db: Session, payload: CopyPayload, pending: Sequence[int | None] = (
         finally:
             cursor.execute("RELEASE SAVEPOINT copy_in")
         return True
-    except psycopg2.Error as error:  # the connection itself failed
-        raise DBAPIError.instance(payload.sql, None, error, psycopg2.Error,
-                                  hide_parameters=True) from error
-    finally:
-        cursor.close()
