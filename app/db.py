@@ -227,8 +227,8 @@ class NewRows:
 
     def insert(self) -> list[Any]:
         """Insert the rows, skipping those whose key exists; the keys of those inserted."""
-        pending = [row[self._pending] for row in self._rows]
-        if self._copy is not None and postgres.copy_in(self._db, self._copy, pending):
+        if self._copy is not None and postgres.copy_in(
+                self._db, self._copy, [row[self._pending] for row in self._rows]):
             return [row[self._key] for row in self._rows]
         return insert_ignoring_conflicts(self._db, self._table, self._rows, [self._key])
 

@@ -854,6 +854,7 @@ def print_timelines(phases: list[Phase]) -> None:
             points.append(f"{mark}{p.backlog_at(moment):,}")
         print(f"  {p.name}: " + " ".join(points))
 
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
 
